@@ -1,0 +1,5 @@
+"""``from chutes.image import Image``."""
+
+from chutes_core.image import Image
+
+__all__ = ["Image"]

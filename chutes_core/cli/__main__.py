@@ -1,0 +1,3 @@
+from chutes_core.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""The typer application behind ``chutes`` (see :func:`chutes_core.cli.main`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from chutes_core.cli import build as _build
+from chutes_core.cli import deploy as _deploy
+from chutes_core.cli import plugins as _plugins
+from chutes_core.cli import run as _run_options
+
+app = typer.Typer(
+    name="chutes",
+    help="Build, run and deploy chutes: GPU inference apps with pluggable engines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("run")
+def run(
+    ref: Annotated[str, typer.Argument(help=_run_options.REF_HELP)],
+    host: Annotated[str, typer.Option(help=_run_options.HOST_HELP)] = _run_options.DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help=_run_options.PORT_HELP)] = _run_options.DEFAULT_PORT,
+    dev: Annotated[bool, typer.Option("--dev", help=_run_options.DEV_HELP)] = False,
+) -> None:
+    """Start the runtime host: load plugins, run startup hooks, then serve the chute."""
+    raise typer.Exit(_run_options.serve(ref, host, port, dev))
+
+
+app.command("build")(_build.build)
+_deploy.register(app, app.command)
+app.command("plugins")(_plugins.plugins)

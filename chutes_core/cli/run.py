@@ -1,0 +1,38 @@
+"""``chutes run``: serve a chute with the runtime host.
+
+This module imports no CLI framework: ``chutes run`` starts every container,
+so :func:`main` parses it with argparse. The typer command in
+:mod:`chutes_core.cli.commands` takes the same options (a test keeps them in
+step) and serves ``chutes run --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+REF_HELP = "The chute: module:attr, path/to/file.py:attr or pkg.module:attr."
+HOST_HELP = "Address to bind."
+PORT_HELP = "Port to bind."
+DEV_HELP = "Serve cords at their public paths only (local development)."
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def serve(ref: str, host: str, port: int, dev: bool) -> int:
+    from chutes_runtime.host import serve_ref
+
+    return int(serve_ref(ref, host=host, port=port, dev=dev))
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chutes run")
+    parser.add_argument("ref", help=REF_HELP)
+    parser.add_argument("--host", default=DEFAULT_HOST, help=HOST_HELP)
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=PORT_HELP)
+    parser.add_argument("--dev", action="store_true", help=DEV_HELP)
+    return parser
+
+
+def main(args: list[str]) -> int:
+    options = parser().parse_args(args)
+    return serve(options.ref, options.host, options.port, options.dev)

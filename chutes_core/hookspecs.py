@@ -1,0 +1,125 @@
+"""The plugin contract: every hook a chutes plugin can implement.
+
+A plugin is a module (or object) named by an entry point in the
+``chutes.plugins`` group. It implements any of the hooks below with functions
+of the same name decorated by :data:`hookimpl`, taking any subset of the
+arguments listed here. Hooks are called by the host, never by plugins.
+
+Registration hooks (``register_templates``, ``register_kernels``) receive a
+``register`` callback instead of returning a value, so their signatures can
+grow new keyword arguments without breaking plugins.
+
+Hooks marked "first result wins" stop at the first implementation that
+returns something other than ``None``; the built-in defaults are registered
+last, so any installed plugin can override them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from chutes_core.chute import Chute
+    from chutes_core.cord import Cord, LifecycleHook
+    from chutes_core.image import Image
+    from chutes_core.kernels import KernelRegister
+    from chutes_core.passthrough import UpstreamRequest
+    from chutes_core.templates import TemplateRegister
+
+PROJECT = "chutes"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_templates(register: TemplateRegister) -> None:
+    """Register the chute templates this plugin provides.
+
+    Called once, when plugins are loaded. Call
+    ``register(name, builder, description=...)`` for each template; ``name``
+    becomes importable as ``chutes.chute.template.<name>`` and ``builder`` is
+    the ``build_<name>_chute`` function users call. Two plugins registering the
+    same name is an error that names both.
+
+    :param register: the callback that records a template.
+    """
+
+
+@hookspec
+def register_kernels(register: KernelRegister) -> None:
+    """Register the compute kernels this plugin provides.
+
+    Called once, when plugins are loaded. Call
+    ``register(name, reference=..., triton=..., description=...)``: ``reference``
+    is the plain torch implementation (always required, used on CPU) and
+    ``triton`` the fused Triton implementation, chosen on CUDA. Either may be a
+    callable or a ``"module:attribute"`` string, imported on first use so that
+    registering a kernel never imports torch or triton.
+
+    :param register: the callback that records a kernel.
+    """
+
+
+@hookspec(firstresult=True)
+def build_image(chute: Chute, image: Image | None) -> Image | None:
+    """Return the image ``chutes build`` should build for ``chute``.
+
+    ``image`` is the chute's own :class:`~chutes_core.image.Image` when it was
+    given one, else ``None`` (no image, or a prebuilt image reference). A
+    plugin that owns the chute's template returns its engine image when
+    ``image`` is ``None``, and should respect an image the user gave.
+    Return ``None`` to leave the choice to other plugins.
+
+    First result wins. The built-in default returns ``image`` or a plain
+    Python image with chutes installed.
+    """
+
+
+@hookspec
+def declare_cords(chute: Chute) -> list[Cord] | None:
+    """Return extra cords to serve with ``chute``, or ``None``.
+
+    Called at startup, after the startup hooks have run and before routes are
+    mounted. Cords returned here are mounted as if the chute declared them;
+    a path clash with the chute's own cords is an error.
+    """
+
+
+@hookspec
+def on_startup(chute: Chute) -> list[LifecycleHook] | LifecycleHook | None:
+    """Return startup work to run for ``chute``, or ``None``.
+
+    Called at startup, before any startup hook runs. Each returned
+    :class:`~chutes_core.cord.LifecycleHook` is merged with the chute's own
+    ``@chute.on_startup`` hooks and run in priority order (lower first; sync
+    or async). A hook that needs cleanup registers it with
+    ``chute.on_shutdown()``. A failing hook stops the startup and is named in
+    the error.
+    """
+
+
+@hookspec
+def passthrough(chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
+    """Adjust a request that a passthrough cord is about to forward.
+
+    Called for every forwarded request, so keep it cheap. ``request`` is
+    mutable: add headers (an engine's API key), or change ``request.path``
+    or ``request.port``. The body is streamed and cannot be changed here.
+    """
+
+
+@hookspec(firstresult=True)
+def egress_policy(chute: Chute) -> bool | None:
+    """Say whether ``chute`` may open connections beyond loopback after startup.
+
+    Called once at startup, and only when the chute did not set
+    ``allow_external_egress`` itself (an explicit setting always wins).
+    Return ``False`` to lock egress, ``True`` to allow it, or ``None`` when
+    the plugin has no opinion (typically: the chute is not built from its
+    template).
+
+    First result wins. The built-in default answers ``True``.
+    """

@@ -1,0 +1,93 @@
+"""The template registry: ``build_*_chute`` functions contributed by plugins."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chutes_core.errors import InvalidValueError, PluginConflictError, TemplateNotInstalledError
+
+TEMPLATE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: The plugin to install for each first-party template, for "not installed" errors.
+KNOWN_DISTRIBUTIONS = {
+    "vllm": "chutes-vllm",
+    "sglang": "chutes-sglang",
+    "diffusion": "chutes-diffusers",
+    "embedding": "chutes-embeddings",
+}
+
+
+@dataclass(frozen=True)
+class Template:
+    """A registered template: ``builder`` makes a chute (or a ChutePack)."""
+
+    name: str
+    builder: Callable[..., Any]
+    plugin: str
+    description: str = ""
+
+    @property
+    def module(self) -> str:
+        """The plugin module that defines the builder."""
+        return str(self.builder.__module__)
+
+
+class TemplateRegister(Protocol):
+    """The callback ``register_templates`` receives."""
+
+    def __call__(
+        self, name: str, builder: Callable[..., Any], *, description: str = ""
+    ) -> None: ...
+
+
+class TemplateRegistry:
+    def __init__(self) -> None:
+        self._templates: dict[str, Template] = {}
+
+    def register_for(self, plugin: str) -> TemplateRegister:
+        """A ``register`` callback that records templates as coming from ``plugin``."""
+
+        def register(name: str, builder: Callable[..., Any], *, description: str = "") -> None:
+            if not isinstance(name, str) or not TEMPLATE_NAME_RE.match(name):
+                raise InvalidValueError(
+                    "template name", name, f"a lowercase identifier ({TEMPLATE_NAME_RE.pattern})"
+                )
+            if not callable(builder):
+                raise InvalidValueError(f"template {name!r}: builder", builder, "a callable")
+            existing = self._templates.get(name)
+            if existing is not None and existing.plugin != plugin:
+                raise PluginConflictError("template", name, existing.plugin, plugin)
+            self._templates[name] = Template(name, builder, plugin, description)
+
+        return register
+
+    def get(self, name: str) -> Template:
+        try:
+            return self._templates[name]
+        except KeyError:
+            raise TemplateNotInstalledError(
+                name, KNOWN_DISTRIBUTIONS.get(name), list(self._templates)
+            ) from None
+
+    def by_plugin(self, plugin: str) -> list[str]:
+        return sorted(t.name for t in self._templates.values() if t.plugin == plugin)
+
+    def drop_plugin(self, plugin: str) -> None:
+        for name in self.by_plugin(plugin):
+            del self._templates[name]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(sorted(self._templates.values(), key=lambda t: t.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._templates
+
+
+def get_template(name: str) -> Template:
+    """The installed template ``name``, loading plugins on first use."""
+    from chutes_core.plugins import get_plugin_manager
+
+    return get_plugin_manager().templates.get(name)
