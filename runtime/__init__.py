@@ -1,0 +1,1 @@
+"""chutes_runtime: the host that serves a chute inside its container."""

@@ -1,0 +1,164 @@
+"""Forwarding passthrough cords to a server on loopback.
+
+One pooled aiohttp client session per host (its connection pool stays cheap
+per request however many connections are open, unlike httpx's). Request and
+response bodies are streamed in both directions; when the client goes away
+mid-response the upstream connection is closed, so the engine sees the
+disconnect and can abort the work. Upstream errors keep their status and body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from chutes_core.passthrough import UpstreamRequest
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from chutes_core.chute import Chute
+    from chutes_core.cord import Cord
+    from chutes_core.plugins import PluginManager
+
+log = logging.getLogger("chutes.passthrough")
+
+# Headers that describe one connection, not the message (RFC 9110 7.6.1), plus
+# those the client sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+#: Not relayed from the engine's response: hop-by-hop, and what the server sets itself.
+RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
+#: Responses at most this big (by Content-Length) are relayed in one piece.
+SMALL_BODY = 256 * 1024
+
+
+class Forwarder:
+    def __init__(self, chute: Chute, plugins: PluginManager) -> None:
+        self.chute = chute
+        self.plugins = plugins
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            import aiohttp  # only chutes with passthrough cords pay for it
+
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=False,  # relay bodies exactly as the engine encoded them
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def endpoint(self, cord: Cord) -> Callable[[Request], Any]:
+        async def forward(request: Request) -> Response:
+            return await self.forward(cord, request)
+
+        forward.__name__ = cord.name
+        return forward
+
+    async def forward(self, cord: Cord, request: Request) -> Response:
+        import aiohttp
+
+        assert cord.passthrough_port is not None and cord.passthrough_path is not None
+        headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP}
+        # Otherwise the client library would ask for gzip the caller never asked for.
+        headers.setdefault("accept-encoding", "identity")
+        # The engine route's own method: the internal path is always POST, even
+        # for a GET route such as /v1/models.
+        upstream = UpstreamRequest(
+            method=cord.method,
+            path=cord.passthrough_path,
+            port=cord.passthrough_port,
+            query=request.scope["query_string"].decode("latin-1"),
+            headers=headers,
+        )
+        self.plugins.passthrough(self.chute, cord, upstream)
+        has_body = upstream.method not in ("GET", "HEAD") and (
+            "content-length" in headers or "transfer-encoding" in request.headers
+        )
+        if not has_body:
+            upstream.headers.pop("content-length", None)
+        try:
+            response = await self.session.request(
+                upstream.method,
+                upstream.url,
+                headers=upstream.headers,
+                data=request.stream() if has_body else None,
+                allow_redirects=False,
+            )
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            return _unavailable(504, cord, upstream, exc)
+        except aiohttp.ClientError as exc:
+            return _unavailable(502, cord, upstream, exc)
+        raw_headers = [
+            (name.lower(), value)
+            for name, value in response.raw_headers
+            if name.lower().decode("latin-1") not in RESPONSE_SKIP
+        ]
+        length = response.content_length
+        if length is not None and length <= SMALL_BODY:
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            relayed = Response(body, status_code=response.status)
+        else:
+            relayed = StreamingResponse(
+                _relay(response),
+                status_code=response.status,
+                background=BackgroundTask(_close, response),
+            )
+        # The engine's headers as sent, repeated ones (Set-Cookie) included.
+        relayed.raw_headers = raw_headers
+        return relayed
+
+
+async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+    finally:
+        # Runs on completion and on client disconnect (the stream is cancelled):
+        # closing the upstream connection tells the engine to stop.
+        await _close(response)
+
+
+async def _close(response: aiohttp.ClientResponse) -> None:
+    if response.content.at_eof():
+        response.release()  # the connection goes back to the pool
+    else:
+        response.close()  # mid-body: drop the connection so the engine notices
+
+
+def _unavailable(status: int, cord: Cord, upstream: UpstreamRequest, exc: Exception) -> Response:
+    log.warning("passthrough %s -> %s failed: %s", cord.name, upstream.url, exc)
+    reason = "timed out" if status == 504 else "is not reachable"
+    return JSONResponse(
+        {"detail": f"upstream for cord {cord.name!r} on port {upstream.port} {reason}: {exc}"},
+        status_code=status,
+    )
