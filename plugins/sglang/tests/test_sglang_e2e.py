@@ -1,0 +1,41 @@
+"""End to end on a GPU: a real SGLang behind ``chutes run``, called with the openai client.
+
+Skipped without a visible GPU or without SGLang; the model is a tiny random
+Llama built on the spot, so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from chutes_core.openai_template import gpu_visible
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.slow,
+    pytest.mark.skipif(not gpu_visible(), reason="SGLang serves on a GPU; none is visible"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("sglang") is None, reason="SGLang is not installed"
+    ),
+]
+
+
+def test_the_openai_client_gets_chat_stream_completion_and_models(tmp_path) -> None:
+    from chutes_core.testing.openai_checks import check_openai_api
+    from chutes_core.testing.running import run_chute, write_template_app
+    from chutes_core.testing.tiny_models import build_tiny_llama
+
+    # GPU attention kernels want heads of 64 or more; the tiny Llama's are 16.
+    model = str(build_tiny_llama(tmp_path / "tiny-llama"))
+    # A small share of GPU memory, and no CUDA graphs to capture for so tiny a model.
+    engine_args = {"context_length": 256, "mem_fraction_static": 0.3, "disable_cuda_graph": True}
+    app = write_template_app(
+        tmp_path, "sglang", username="me", model_name=model, engine_args=engine_args
+    )
+    with run_chute(app, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1"}, ready_timeout=1200) as chute:
+        summary = check_openai_api(chute.url, model)
+        assert summary["models"] == [model]
+        assert "decided by sglang" in chute.log()
+    assert chute.process.returncode == 0, chute.tail()

