@@ -1,0 +1,58 @@
+"""OpenAI's embeddings request and response."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``, as OpenAI defines it (plus ``truncate``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids to embed."
+    )
+    model: str | None = Field(None, description="The served model's name.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="Vectors as JSON numbers, or base64 of little-endian float32."
+    )
+    dimensions: int | None = Field(
+        None, ge=1, description="Keep only the first N dimensions (renormalised)."
+    )
+    user: str | None = None
+    truncate: bool = Field(
+        False, description="Cut inputs longer than the model's limit instead of refusing them."
+    )
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]

