@@ -1,0 +1,177 @@
+"""``build_diffusion_chute``: text-to-image with diffusers behind ``POST /generate``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from fastapi.responses import JSONResponse, Response
+
+from chutes_core import Chute, ChutePack, Image, NodeSelector
+from chutes_core.errors import InvalidValueError
+from chutes_core.validation import check_int
+from chutes_diffusers.schema import MAX_SIDE, MIN_SIDE, GenerationInput
+
+if TYPE_CHECKING:
+    from chutes_diffusers.pipeline import Diffusion
+
+
+def build_diffusion_chute(
+    username: str,
+    name: str,
+    model_name_or_url: str,
+    node_selector: NodeSelector | None = None,
+    concurrency: int = 3,
+    pipeline_args: dict[str, Any] | None = None,
+    revision: str | None = None,
+    *,
+    image: str | Image | None = None,
+    tagline: str = "",
+    readme: str = "",
+    max_instances: int = 1,
+    scaling_threshold: float = 0.75,
+    shutdown_after_seconds: int = 300,
+    allow_external_egress: bool | None = None,
+    max_pixels: int | None = None,
+) -> ChutePack:
+    """An image-generation chute for ``model_name_or_url``.
+
+    ``model_name_or_url`` is a hub name (fetched at startup), a local pipeline
+    directory, or a single-file checkpoint (a ``.safetensors`` path or URL).
+    ``pipeline_args`` go to the diffusers loader. Requests over ``max_pixels``
+    (``height * width``) get a 422; left unset, the budget is measured at
+    startup on a GPU and not enforced on the CPU.
+    """
+    if not isinstance(model_name_or_url, str) or not model_name_or_url.strip():
+        raise InvalidValueError(
+            "model_name_or_url",
+            model_name_or_url,
+            "a hub name, a local path, or a .safetensors URL",
+        )
+    if pipeline_args is not None and (
+        not isinstance(pipeline_args, dict) or not all(isinstance(k, str) for k in pipeline_args)
+    ):
+        raise InvalidValueError(
+            "pipeline_args", pipeline_args, "a dict of keyword arguments for the diffusers loader"
+        )
+    args = dict(pipeline_args or {})
+    if max_pixels is not None:
+        check_int("max_pixels", max_pixels, low=MIN_SIDE * MIN_SIDE)
+    chute = Chute(
+        username=username,
+        name=name,
+        image=image,
+        tagline=tagline or f"{model_name_or_url} image generation",
+        readme=readme,
+        standard_template="diffusion",
+        revision=revision,
+        node_selector=node_selector,
+        concurrency=concurrency,
+        max_instances=max_instances,
+        scaling_threshold=scaling_threshold,
+        shutdown_after_seconds=shutdown_after_seconds,
+        allow_external_egress=allow_external_egress,
+    )
+
+    @chute.on_startup()
+    async def load_pipeline(self: Chute) -> None:
+        from chutes_diffusers.pipeline import Diffusion
+
+        # One generation at a time: a pipeline (its scheduler state) is not safe to
+        # share between threads. Requests beyond `concurrency` are refused by the host.
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffusion")
+        loop = asyncio.get_running_loop()
+        load = functools.partial(
+            Diffusion.load, model_name_or_url, revision=revision, pipeline_args=args
+        )
+        self.diffusion = diffusion = await loop.run_in_executor(self.worker, load)
+        diffusion.max_pixels = max_pixels or await loop.run_in_executor(
+            self.worker, diffusion.measure_budget
+        )
+        if diffusion.max_pixels is None:
+            self.logger.info("pixel budget: none (requests up to %dx%d)", MAX_SIDE, MAX_SIDE)
+        else:
+            side = math.isqrt(diffusion.max_pixels)
+            self.logger.info("pixel budget: %d pixels (%dx%d)", diffusion.max_pixels, side, side)
+
+    @chute.on_shutdown()
+    async def release(self: Chute) -> None:
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            stop = functools.partial(worker.shutdown, wait=True, cancel_futures=True)
+            await asyncio.get_running_loop().run_in_executor(None, stop)
+        self.diffusion = None
+
+    @chute.cord(
+        public_api_path="/generate",
+        output_content_type="image/jpeg",
+        input_schema=GenerationInput,
+    )
+    async def generate(self: Chute, args: GenerationInput) -> Response:
+        """Generate an image; the body is the image (JPEG by default)."""
+        from chutes_diffusers.pipeline import OutOfMemory
+
+        diffusion = self.diffusion
+        refusal = _refusal(args, diffusion)
+        if refusal is not None:
+            return refusal
+        seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+        run = functools.partial(diffusion.generate, args, seed=seed)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self.worker, run)
+        except OutOfMemory as exc:
+            self.logger.warning("out of memory at %dx%d: %s", args.width, args.height, exc)
+            return JSONResponse(
+                {
+                    "detail": f"out of memory generating {args.width}x{args.height} "
+                    f"({args.height * args.width} pixels); try a smaller image. "
+                    "The chute has freed the memory and keeps serving."
+                },
+                status_code=507,
+            )
+        self.logger.info(
+            "generated %dx%d in %d steps in %.1fs (seed %d)",
+            args.width,
+            args.height,
+            args.num_inference_steps,
+            result.seconds,
+            seed,
+        )
+        return Response(result.data, media_type=result.media_type, headers={"x-seed": str(seed)})
+
+    return ChutePack(chute, generate=generate)
+
+
+def _refusal(args: GenerationInput, diffusion: Diffusion) -> JSONResponse | None:
+    """A 422 in FastAPI's shape for requests this chute cannot serve, before any work."""
+    errors = [
+        {
+            "type": "unsupported",
+            "loc": ["body", name],
+            "msg": f"this model ({diffusion.pipeline_class}) takes no {name}",
+            "input": getattr(args, name),
+        }
+        for name in diffusion.unsupported(args)
+    ]
+    pixels = args.height * args.width
+    max_pixels = diffusion.max_pixels
+    if max_pixels is not None and pixels > max_pixels:
+        side = math.isqrt(max_pixels) // 8 * 8
+        message = (
+            f"height x width is {pixels} pixels; this chute generates at most {max_pixels} "
+            f"(for example {side}x{side})"
+        )
+        errors += [
+            {
+                "type": "too_large",
+                "loc": ["body", name],
+                "msg": message,
+                "input": getattr(args, name),
+            }
+            for name in ("height", "width")
+        ]
+    return JSONResponse({"detail": errors}, status_code=422) if errors else None
