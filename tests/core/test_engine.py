@@ -1,0 +1,181 @@
+"""The shared engine driver, against a stand-in OpenAI-compatible server.
+
+The real thing (vLLM on CPU) is exercised by the vLLM plugin's suite; here a
+small FastAPI server plays the engine so that failures can be staged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from chutes.chute import Chute
+from chutes_core.engine import EngineError, OpenAIServerEngine, completion_warmup
+from chutes_core.passthrough import UpstreamRequest
+from chutes_core.plugins import PluginManager
+
+STANDIN = str(Path(__file__).with_name("engine_standin.py"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RecordingHost:
+    """Records what the driver asks of the host."""
+
+    def __init__(self) -> None:
+        self.unready: list[str] = []
+        self.exits: list[int] = []
+
+    def set_unready(self, reason: str) -> None:
+        self.unready.append(reason)
+
+    def request_exit(self, code: int, reason: str) -> None:
+        self.exits.append(code)
+
+
+def engine_and_chute(**kwargs) -> tuple[OpenAIServerEngine, Chute, RecordingHost]:
+    engine = OpenAIServerEngine("standin", port=free_port(), stop_timeout=2.0, **kwargs)
+    chute = Chute(username="me", name="engine-test")
+    host = RecordingHost()
+    chute.runtime = host
+    return engine, chute, host
+
+
+def argv(engine: OpenAIServerEngine, *extra: str) -> list[str]:
+    return [sys.executable, STANDIN, *engine.server_flags(), *extra]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_start_waits_for_readiness_warms_up_and_prefixes_logs(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine")
+    engine, chute, host = engine_and_chute(warmup=completion_warmup("standin", prompt="warm"))
+    await engine.start(chute, argv(engine))
+    try:
+        assert engine.ready
+        assert OpenAIServerEngine.of(chute) is engine
+        models = await engine.request("GET", "/v1/models")
+        assert models.json()["data"][0]["id"] == "standin"
+        await asyncio.sleep(0.2)
+        assert "[standin] standin: loading weights" in caplog.text
+        assert "[standin] standin: completion for 'warm'" in caplog.text
+        assert engine.api_key not in caplog.text  # redacted from the logged command line
+    finally:
+        await engine.stop()
+    assert host.exits == []  # a requested stop is not a death
+
+
+async def test_exit_before_ready_fails_at_once_with_the_last_output() -> None:
+    engine, chute, _ = engine_and_chute(ready_timeout=120)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(
+        EngineError, match=r"exited with code 3 before it was ready(.|\n)*out of memory"
+    ):
+        await engine.start(chute, argv(engine, "--exit-early"))
+    assert loop.time() - began < 30
+
+
+async def test_death_after_ready_makes_the_host_unready_and_exit() -> None:
+    engine, chute, host = engine_and_chute()
+    await engine.start(chute, argv(engine))
+    assert engine.process is not None
+    os.kill(engine.process.pid, signal.SIGKILL)
+    for _ in range(100):
+        if host.exits:
+            break
+        await asyncio.sleep(0.05)
+    assert host.exits == [1]
+    assert "standin exited with code -9" in host.unready[0]
+    assert not engine.ready
+    await engine.stop()
+
+
+async def test_death_is_seen_while_a_child_still_holds_the_output_pipe(tmp_path) -> None:
+    # vLLM's EngineCore outlives a killed API server and keeps its stdout open;
+    # asyncio's Process.wait() waits for the pipes too, so it must not be the signal.
+    engine, chute, host = engine_and_chute()
+    child_file = tmp_path / "child.pid"
+    await engine.start(chute, argv(engine, "--spawn-child", str(child_file)))
+    assert engine.process is not None
+    child = int(child_file.read_text())
+    os.kill(engine.process.pid, signal.SIGKILL)
+    for _ in range(100):
+        if host.exits:
+            break
+        await asyncio.sleep(0.05)
+    assert host.exits == [1]
+    assert alive(child)  # the pipe really was still held open
+    await engine.stop()
+    for _ in range(50):
+        if not alive(child):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the engine's child outlived stop()")
+
+
+async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None:
+    engine, chute, host = engine_and_chute()
+    child_file = tmp_path / "child.pid"
+    await engine.start(chute, argv(engine, "--ignore-sigterm", "--spawn-child", str(child_file)))
+    child = int(child_file.read_text())
+    assert alive(child)
+    await engine.stop()
+    assert engine.process is not None and engine.process.returncode == -signal.SIGKILL
+    for _ in range(50):
+        if not alive(child):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the engine's child outlived stop()")
+    assert host.exits == []
+
+
+async def test_not_ready_in_time_is_an_error_and_cleans_up() -> None:
+    engine, chute, _ = engine_and_chute(ready_timeout=1.0)
+    with pytest.raises(EngineError, match="not ready after 1s"):
+        await engine.start(chute, argv(engine, "--slow-start", "30"))
+    assert engine.process is not None and engine.process.returncode is not None
+
+
+def test_passthrough_requests_to_the_engine_carry_its_key() -> None:
+    engine, chute, _ = engine_and_chute()
+    engine.attach(chute)
+    manager = PluginManager(entry_points=False).load()
+    to_engine = UpstreamRequest(method="POST", path="/v1/completions", port=engine.port)
+    manager.passthrough(chute, None, to_engine)
+    assert to_engine.headers == {"authorization": f"Bearer {engine.api_key}"}
+    elsewhere = UpstreamRequest(method="POST", path="/x", port=engine.port + 1)
+    manager.passthrough(chute, None, elsewhere)
+    assert elsewhere.headers == {}
+
+
+def test_generated_keys_never_look_like_a_flag() -> None:
+    # A key that began with "-" made the engine's argparse reject --api-key.
+    keys = {OpenAIServerEngine("e").api_key for _ in range(500)}
+    assert len(keys) == 500
+    assert not any(key.startswith("-") for key in keys)
+
+
+@pytest.mark.parametrize("key", ["", "-starts-with-a-dash"])
+def test_a_given_key_that_argparse_would_misread_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="api_key must be non-empty"):
+        OpenAIServerEngine("e", api_key=key)

@@ -1,0 +1,43 @@
+"""Passthrough cords in front of the upstream stand-in (port in UPSTREAM_PORT)."""
+
+import os
+
+from chutes.chute import Chute
+from chutes_core.engine import OpenAIServerEngine
+
+PORT = int(os.environ["UPSTREAM_PORT"])
+chute = Chute(username="test", name="forwarding", concurrency=8)
+# Attached but not started: requests forwarded to its port carry its API key.
+engine = OpenAIServerEngine("upstream", port=PORT, api_key="sekret").attach(chute)
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/chat/completions")
+async def chat(self, data):
+    """Forwarded."""
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/models", method="GET")
+async def models(self):
+    """Forwarded."""
+
+
+@chute.cord(
+    passthrough=True, passthrough_port=PORT, public_api_path="/oops", passthrough_path="/v1/fail"
+)
+async def oops(self):
+    """Forwarded to a path that fails."""
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/upload")
+async def upload(self):
+    """Forwarded, with a streamed request body."""
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/big", method="GET")
+async def big(self):
+    """Forwarded, with a streamed response body."""
+
+
+@chute.cord(passthrough=True, passthrough_port=1, public_api_path="/nowhere")
+async def nowhere(self):
+    """Forwarded to a port nothing listens on."""

@@ -1,0 +1,1 @@
+chute = {"name": "not really"}

@@ -1,0 +1,3 @@
+from chutes.chute import Chute
+
+chute = Chute(username="test", name="oops"

@@ -1,0 +1,67 @@
+"""An OpenAI-style upstream server for passthrough tests (it stands in for an engine).
+
+Usage: python upstream.py PORT MARKS_DIR
+"""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+port, marks = int(sys.argv[1]), Path(sys.argv[2])
+app = FastAPI()
+
+
+@app.get("/v1/models")
+async def models(request: Request):
+    return {"object": "list", "data": [{"id": "upstream", "object": "model"}]}
+
+
+@app.post("/v1/chat/completions")
+async def chat(request: Request):
+    body = await request.json()
+    seen = {"authorization": request.headers.get("authorization"), "body": body}
+    if not body.get("stream"):
+        return {"seen": seen, "choices": [{"message": {"role": "assistant", "content": "hi"}}]}
+
+    async def events():
+        try:
+            for i in range(body.get("chunks", 5)):
+                yield f"data: {json.dumps({'i': i})}\n\n"
+                await asyncio.sleep(body.get("delay", 0.05))
+            yield "data: [DONE]\n\n"
+            (marks / "completed").write_text("yes")
+        except asyncio.CancelledError:
+            (marks / "cancelled").write_text(str(body.get("tag")))
+            raise
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@app.post("/v1/fail")
+async def fail(request: Request):
+    return JSONResponse(
+        {"error": {"message": "teapots cannot chat", "type": "invalid_request"}}, 418
+    )
+
+
+@app.post("/v1/upload")
+async def upload(request: Request):
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+    return {"received": total}
+
+
+@app.get("/v1/big")
+async def big():
+    return StreamingResponse(
+        (b"x" * 65536 for _ in range(32)), media_type="application/octet-stream"
+    )
+
+
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

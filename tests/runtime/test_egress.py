@@ -1,0 +1,159 @@
+"""The egress lock, against a test host in a network namespace this test creates.
+
+The target lives on a veth pair in a private /30 that the test picks after
+checking that no address or route of this machine overlaps it; no packet is
+ever sent anywhere but loopback and that namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import pytest
+
+from chutes_runtime import egress
+
+from .conftest import wait_for
+
+NAMESPACE = f"chutes-egress-{os.getpid()}"
+VETH = f"chv{os.getpid() % 100000}"
+CANDIDATES = ("10.203.147.0/30", "172.31.211.128/30", "192.168.251.248/30", "10.99.231.64/30")
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def networks_in_use() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 network this machine has an address in or a route to (default aside)."""
+    used = []
+    for line in ip("-4", "-o", "addr", "show").stdout.splitlines():
+        words = line.split()
+        used.append(ipaddress.ip_interface(words[words.index("inet") + 1]).network)
+    for line in ip("-4", "route", "show", "table", "all").stdout.splitlines():
+        words = line.split()
+        if words and words[0] in {"local", "broadcast", "unicast", "multicast"}:
+            words = words[1:]
+        if words and words[0] != "default":
+            with contextlib.suppress(ValueError):
+                used.append(ipaddress.ip_network(words[0], strict=False))
+    return used
+
+
+def pick_subnet() -> ipaddress.IPv4Network | None:
+    used = networks_in_use()
+    for candidate in map(ipaddress.ip_network, CANDIDATES):
+        if not any(candidate.overlaps(network) for network in used):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def test_host():
+    """``address:port`` of an HTTP server inside a namespace reachable over a veth pair."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and iproute2 to create a network namespace")
+    subnet = pick_subnet()
+    if subnet is None:
+        pytest.skip(f"every candidate test subnet ({', '.join(CANDIDATES)}) is in use here")
+    host_ip, peer_ip = (str(address) for address in subnet.hosts())
+    if ip("netns", "add", NAMESPACE, check=False).returncode != 0:
+        pytest.skip("this machine does not allow `ip netns add`")
+    server = None
+    try:
+        peer = f"{VETH}p"
+        ip("link", "add", VETH, "type", "veth", "peer", "name", peer)
+        ip("link", "set", peer, "netns", NAMESPACE)
+        ip("addr", "add", f"{host_ip}/30", "dev", VETH)
+        ip("link", "set", VETH, "up")
+        inside = ("netns", "exec", NAMESPACE, "ip")
+        ip(*inside, "addr", "add", f"{peer_ip}/30", "dev", peer)
+        ip(*inside, "link", "set", peer, "up")
+        ip(*inside, "link", "set", "lo", "up")
+        port = 18080
+        server = subprocess.Popen(
+            ["ip", *inside[:-1], sys.executable, "-m", "http.server", str(port), "--bind", peer_ip],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://{peer_ip}:{port}/", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(answers, "the namespaced test host", timeout=20)
+        yield f"{peer_ip}:{port}"
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        ip("link", "del", VETH, check=False)
+        ip("netns", "del", NAMESPACE, check=False)
+
+
+def probe(run_chute, target: str, *, allow: bool) -> tuple[object, dict]:
+    env = {"EGRESS_TARGET": target, "EGRESS_ALLOW": "1" if allow else "0"}
+    served = run_chute("egress_probe:chute", env=env)
+    return served, httpx.get(f"{served.url}/probe", timeout=90).json()
+
+
+@pytest.mark.netns
+def test_locked_after_startup_for_the_host_and_its_children(run_chute, test_host) -> None:
+    served, result = probe(run_chute, test_host, allow=False)
+    # Startup may still reach the network (to download weights)...
+    assert set(result["before"].values()) == {"connected"}, result["before"]
+    # ...afterwards nothing may: not the host, whatever client it uses, nor a child.
+    assert isinstance(result["child"], dict), result["child"]
+    for where in ("after", "child"):
+        for way, outcome in result[where].items():
+            assert outcome.startswith("refused") and "egress is locked" in outcome, (where, way)
+    assert set(result["loopback"].values()) == {"connected"}
+    assert "external egress locked after startup (decided by chute)" in served.log
+
+
+@pytest.mark.netns
+def test_a_chute_allowed_egress_is_never_locked(run_chute, test_host) -> None:
+    _, result = probe(run_chute, test_host, allow=True)
+    for where in ("before", "after", "child", "loopback"):
+        assert set(result[where].values()) == {"connected"}, (where, result[where])
+
+
+def test_the_child_lock_keeps_an_existing_sitecustomize(tmp_path) -> None:
+    """The lock's sitecustomize must not hide one the environment already had."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "sitecustomize.py").write_text("import os\nos.environ['THEIRS_RAN'] = 'yes'\n")
+    lock_file = tmp_path / "locked"
+    lock_file.touch()
+    script = textwrap.dedent(
+        """
+        import os, socket
+        try:
+            # A numeric address, so no lookup is made even if the lock failed.
+            socket.getaddrinfo("198.51.100.7", 80, flags=socket.AI_NUMERICHOST)
+            print("open", os.environ.get("THEIRS_RAN"))
+        except PermissionError:
+            print("locked", os.environ.get("THEIRS_RAN"))
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([egress.SITE_DIR, str(theirs)]),
+            egress.LOCK_ENV: str(lock_file),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.stdout.split() == ["locked", "yes"], child.stderr

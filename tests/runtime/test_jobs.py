@@ -1,0 +1,62 @@
+"""Cron schedules, in process: the next-due computation is replaced so no test waits a minute.
+
+Jobs triggered over HTTP (retries, timeouts, failures) are tested against a
+real server in test_serving.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from chutes_core.chute import Chute
+from chutes_runtime import jobs
+from chutes_runtime.testing import ChuteClient
+
+
+def test_next_due_follows_the_cron_expression() -> None:
+    two_am = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+    assert jobs.next_due("0 2 * * *", two_am - timedelta(seconds=30)) == two_am
+    # Strictly after: a job that just ran at 02:00 is next due the day after.
+    assert jobs.next_due("0 2 * * *", two_am) == two_am + timedelta(days=1)
+    assert jobs.next_due("*/15 * * * *", two_am + timedelta(minutes=1)) == two_am + timedelta(
+        minutes=15
+    )
+
+
+async def test_a_schedule_triggers_runs_until_shutdown(monkeypatch: pytest.MonkeyPatch) -> None:
+    chute = Chute(username="test", name="scheduled")
+    asked: list[str] = []
+
+    def every_fifty_ms(schedule: str, after: datetime) -> datetime:
+        asked.append(schedule)
+        return after + timedelta(seconds=0.05)
+
+    monkeypatch.setattr(jobs, "next_due", every_fifty_ms)
+    monkeypatch.setattr(jobs, "RETRY_DELAY", 0.0)
+
+    @chute.job(schedule="0 2 * * *", retry_count=1)
+    async def nightly(self: Chute) -> str:
+        self.state.ticks = getattr(self.state, "ticks", 0) + 1
+        if self.state.ticks == 2:
+            raise RuntimeError("the second run fails once")
+        return f"tick {self.state.ticks}"
+
+    async with ChuteClient(chute) as client:
+        for _ in range(200):
+            runs = (await client.get("/_chutes/jobs")).json()["runs"]
+            if sum(run["status"] == "succeeded" for run in runs) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        runner = client.host.jobs
+    assert set(asked) == {"0 2 * * *"}
+    finished = [run for run in runs if run["status"] == "succeeded"]
+    assert len(finished) >= 3
+    assert {run["trigger"] for run in runs} == {"schedule"}
+    assert finished[0]["result"] == "tick 1"
+    # The failure was retried within its run, and the schedule went on.
+    assert finished[1]["attempts"] == 2 and finished[1]["result"] == "tick 3"
+    # Shutdown stopped the schedule: nothing of it is left running.
+    assert not runner._tasks

@@ -1,0 +1,47 @@
+"""chute.run_local() and a health check replaced by a startup hook."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from .conftest import APPS, free_port
+
+
+def test_run_local_serves_in_dev_mode_with_the_custom_health_check(tmp_path) -> None:
+    port = free_port()
+    sick = tmp_path / "sick"
+    process = subprocess.Popen(
+        [sys.executable, str(APPS / "local_run.py")],
+        env={**os.environ, "PORT": str(port), "SICK_FILE": str(sick)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/_chutes/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, (
+                "run_local did not come up"
+            )
+            time.sleep(0.1)
+        answer = httpx.get(f"{url}/hello").json()  # dev mode: the public GET path
+        assert answer["hello"] == "world" and answer["health"]["model_loaded"] is True
+        assert httpx.get(f"{url}/_chutes/ready").json()["model_loaded"] is True
+        sick.touch()
+        unhealthy = httpx.get(f"{url}/_chutes/ready")
+        assert unhealthy.status_code == 503 and unhealthy.json()["status"] == "unhealthy"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(30) == 0
