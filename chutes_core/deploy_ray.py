@@ -206,6 +206,7 @@ def connect(address: str, *, working_dir: Path | None = None) -> None:
         if _is_loopback(host):
             # Must be set before Ray is imported: it decides the address this driver advertises.
             os.environ.setdefault(LOOPBACK_ENV, "0")
+            _check_loopback_in_effect(address)
         if not _answers(host, port):
             raise ChutesError(f"no Ray cluster answers at {address}")
     ray = _ray()
@@ -219,6 +220,20 @@ def connect(address: str, *, working_dir: Path | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ChutesError(f"cannot connect to Ray at {address}: {_first_line(exc)}") from None
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
+def _check_loopback_in_effect(address: str) -> None:
+    """Refuse (rather than hang) when Ray was imported before it could be kept on loopback:
+    it would then look for the cluster at this machine's LAN address."""
+    if "ray" not in sys.modules:
+        return
+    from ray._private import ray_constants
+
+    if getattr(ray_constants, "ENABLE_RAY_CLUSTER", False):
+        raise ChutesError(
+            f"cannot reach the loopback cluster {address}: Ray was imported before chutes "
+            f"could keep it on loopback; set {LOOPBACK_ENV}=0 before importing ray"
+        )
 
 
 def _connect_to(
@@ -395,7 +410,8 @@ def serve_details() -> dict[str, Any]:
 
 def deployed_config(name: str, *, address: str | None = None) -> dict[str, Any]:
     """The deployment config Serve holds for the chute ``name``, read back from Serve."""
-    if not _ray().is_initialized():
+    ray = sys.modules.get("ray")  # not imported here: connect() must come first
+    if ray is None or not ray.is_initialized():
         connect(resolve_address(address)[0])
     application = serve_details()["applications"][name]
     return dict(application["deployments"][name]["deployment_config"])

@@ -261,3 +261,14 @@ def test_gpu_count_maps_to_num_gpus() -> None:
     )
     assert deployment_options(chute)["ray_actor_options"] == {"num_gpus": 4}
     assert deployment_options(chute, cpu_only=True)["ray_actor_options"] == {"num_gpus": 0}
+
+
+def test_ray_imported_too_early_is_a_clear_error_not_a_hang() -> None:
+    # Ray then resolves a loopback cluster to the LAN address and waits there for minutes.
+    code = "import ray\nfrom chutes_core.deploy_ray import connect\nconnect('127.0.0.1:9')\n"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "Ray was imported before chutes could keep it on loopback" in result.stderr
