@@ -1,0 +1,1 @@
+"""Benchmarks: each figure measures chutes beside a baseline in the same run."""
