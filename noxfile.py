@@ -155,6 +155,26 @@ def wheels(session: nox.Session) -> None:
         session.run("python", str(ROOT / "tools" / "smoke.py"), expected, env=ENV)
 
 
+@nox.session(default=False)
+def tests(session: nox.Session) -> None:
+    """Every test session above (not lint, typecheck or bench); `make test` runs them all too."""
+    for name in TEST_SESSIONS:
+        session.notify(name)
+
+
+TEST_SESSIONS = [
+    "core",
+    *[f"plugin(name='{name}')" for name in PLUGINS],
+    "vllm_e2e",
+    "sglang_args",
+    "all_plugins",
+    "ray",
+    "broken_plugin",
+    "third_party",
+    "wheels",
+]
+
+
 def _editables(folder: str, names: list[str]) -> list[str]:
     args: list[str] = []
     for name in names:
