@@ -93,9 +93,17 @@ async def test_exit_before_ready_fails_at_once_with_the_last_output() -> None:
     assert loop.time() - began < 30
 
 
-async def test_death_after_ready_makes_the_host_unready_and_exit() -> None:
+@pytest.mark.parametrize("child_holds_the_pipe", [False, True])
+async def test_death_after_ready_makes_the_host_unready_and_exit(
+    tmp_path, child_holds_the_pipe: bool
+) -> None:
+    # With a child: vLLM's EngineCore outlives a killed API server and keeps its
+    # stdout open; asyncio's Process.wait() waits for the pipes too, so it must
+    # not be what the driver watches.
     engine, chute, host = engine_and_chute()
-    await engine.start(chute, argv(engine))
+    child_file = tmp_path / "child.pid"
+    extra = ["--spawn-child", str(child_file)] if child_holds_the_pipe else []
+    await engine.start(chute, argv(engine, *extra))
     assert engine.process is not None
     os.kill(engine.process.pid, signal.SIGKILL)
     for _ in range(100):
@@ -105,31 +113,16 @@ async def test_death_after_ready_makes_the_host_unready_and_exit() -> None:
     assert host.exits == [1]
     assert "standin exited with code -9" in host.unready[0]
     assert not engine.ready
+    if child_holds_the_pipe:
+        assert alive(int(child_file.read_text()))  # the pipe really was still held open
     await engine.stop()
-
-
-async def test_death_is_seen_while_a_child_still_holds_the_output_pipe(tmp_path) -> None:
-    # vLLM's EngineCore outlives a killed API server and keeps its stdout open;
-    # asyncio's Process.wait() waits for the pipes too, so it must not be the signal.
-    engine, chute, host = engine_and_chute()
-    child_file = tmp_path / "child.pid"
-    await engine.start(chute, argv(engine, "--spawn-child", str(child_file)))
-    assert engine.process is not None
-    child = int(child_file.read_text())
-    os.kill(engine.process.pid, signal.SIGKILL)
-    for _ in range(100):
-        if host.exits:
-            break
-        await asyncio.sleep(0.05)
-    assert host.exits == [1]
-    assert alive(child)  # the pipe really was still held open
-    await engine.stop()
-    for _ in range(50):
-        if not alive(child):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the engine's child outlived stop()")
+    if child_holds_the_pipe:
+        for _ in range(50):
+            if not alive(int(child_file.read_text())):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the engine's child outlived stop()")
 
 
 async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None:
