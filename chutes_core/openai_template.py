@@ -223,13 +223,16 @@ def check_revision(template: str, model_name: str, revision: str | None) -> str 
     return revision
 
 
-def chute_name_for(model_name: str) -> str:
+def chute_name_for(model_name: str, *, default: str | None = None) -> str:
     """A valid chute name from a model name: ``org/Model-1.5B`` → ``org-model-1-5b``.
 
-    A local path contributes only its last component.
+    A local path contributes only its last component. When nothing usable is
+    left, ``default`` if given, else an error.
     """
     source = os.path.basename(model_name.rstrip("/")) if is_local(model_name) else model_name
     name = re.sub(r"[^a-z0-9]+", "-", source.lower()).strip("-")[:63].rstrip("-")
+    if not name and default is not None:
+        return default
     if not name:
         raise InvalidValueError("model_name", model_name, "a model name; or pass name= explicitly")
     return name

@@ -182,6 +182,8 @@ def test_chute_names_come_from_model_names(tmp_path) -> None:
     assert len(chute_name_for("o/" + "x" * 100)) == 63
     with pytest.raises(InvalidValueError, match="pass name= explicitly"):
         chute_name_for("///")
+    assert chute_name_for("///", default="embeddings") == "embeddings"
+    assert chute_name_for("Modèle_Ünï") == "mod-le-n"  # only [a-z0-9-] survive
 
 
 def test_hidden_cuda_devices_mean_no_gpu(monkeypatch) -> None:

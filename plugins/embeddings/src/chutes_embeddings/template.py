@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from chutes_core import Chute, ChutePack, Image, NodeSelector
 from chutes_core.errors import InvalidValueError
 from chutes_core.hub import fetch_model
+from chutes_core.openai_template import chute_name_for
 from chutes_core.validation import check_bool, check_int, check_number
 from chutes_embeddings import pooling as poolings
 from chutes_embeddings.schema import EmbeddingRequest, EmbeddingResponse, ModelList
@@ -73,7 +74,7 @@ def build_embedding_chute(
     served = served_model_name or model_name.rstrip("/").rsplit("/", 1)[-1]
     chute = Chute(
         username=username,
-        name=name or _chute_name(served),
+        name=name or chute_name_for(served, default="embeddings"),
         image=image,
         tagline=tagline or f"{served} embeddings (OpenAI API)",
         readme=readme,
@@ -319,10 +320,3 @@ async def _cancel_when_gone(request: Request, work: asyncio.Future[Any]) -> None
         if message["type"] == "http.disconnect":
             work.cancel()
             return
-
-
-def _chute_name(served: str) -> str:
-    cleaned = "".join(c if c.isalnum() else "-" for c in served.lower()).strip("-")
-    while "--" in cleaned:
-        cleaned = cleaned.replace("--", "-")
-    return cleaned[:63].strip("-") or "embeddings"
