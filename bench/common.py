@@ -8,7 +8,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,15 +19,11 @@ from pathlib import Path
 
 import httpx
 
+from chutes_core.testing.running import free_port as free_port  # for the figures
+
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(

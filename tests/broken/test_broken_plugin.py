@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from chutes_core.testing.running import free_port
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(
@@ -38,12 +39,6 @@ chute = Chute(username="me", name="survivor")
 async def ping(self) -> dict:
     return {"pong": True}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -20,14 +19,9 @@ from chutes.chute import Chute
 from chutes_core.engine import EngineError, OpenAIServerEngine, completion_warmup
 from chutes_core.passthrough import UpstreamRequest
 from chutes_core.plugins import PluginManager
+from chutes_core.testing.running import free_port
 
 STANDIN = str(Path(__file__).with_name("engine_standin.py"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RecordingHost:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import sys
 
 import pytest
@@ -33,15 +32,10 @@ from chutes_core.openai_template import (
 )
 from chutes_core.plugins import PluginManager
 from chutes_core.testing import check_dockerfile
+from chutes_core.testing.running import free_port
 from chutes_runtime.testing import ChuteClient
 
 OWNED = {**SERVER_FLAGS, "--model": "model_name", "--tensor-parallel-size": "gpus", "-tp": "gpus"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StandinTemplate(OpenAIEngineTemplate):

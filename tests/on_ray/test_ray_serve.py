@@ -12,7 +12,6 @@ import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chutes_core.testing.running import free_port
+
 # Ray is imported later, by chutes, after it has set what a loopback-only cluster needs.
 if importlib.util.find_spec("ray") is None:
     pytest.skip("needs chutes[ray]", allow_module_level=True)
@@ -32,12 +33,6 @@ SEEDS = HERE.parent / "seeds"
 APPS = HERE / "apps"
 HAS_EMBEDDINGS = importlib.util.find_spec("chutes_embeddings") is not None
 needs_embeddings = pytest.mark.skipif(not HAS_EMBEDDINGS, reason="needs chutes-embeddings")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

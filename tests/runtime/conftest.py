@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chutes_core.testing.running import free_port
+
 APPS = Path(__file__).with_name("apps")
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
