@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -46,7 +46,7 @@ from chutes_runtime.jobs import JobRunner
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST, CordStats, Metrics
 from chutes_runtime.passthrough import Forwarder
 from chutes_runtime.refs import RefError, load_ref
-from chutes_runtime.routes import RESERVED_PREFIX, mount_cords, mount_websockets
+from chutes_runtime.routes import RESERVED_PREFIX, cord_routes, mount_cords, mount_websockets
 
 __all__ = ["Host", "RefError", "build_app", "load_ref", "run_local", "serve_ref"]
 
@@ -145,7 +145,7 @@ class Host:
         chute = self.chute
         started = time.perf_counter()
         try:
-            step = _Steps(chute)
+            step = _Steps()
             with step("discovering plugins"):
                 plugins = self.plugins.load()
                 log.info(
@@ -415,9 +415,8 @@ class Host:
 class _Steps:
     """``with step("..."):`` logs "step n/7: ..." and its duration."""
 
-    def __init__(self, chute: Chute) -> None:
+    def __init__(self) -> None:
         self.number = 0
-        self.chute = chute
 
     def __call__(self, title: str) -> _Step:
         self.number += 1
@@ -440,13 +439,12 @@ class _Step:
 
 def _direct_routes(cords: list[Cord], *, dev: bool) -> dict[tuple[str, str], Cord]:
     """``(method, path)`` of every passthrough route, as mount_cords mounts them."""
-    routes = {}
-    for cord in cords:
-        if cord.passthrough:
-            routes[(cord.method, cord.public_api_path)] = cord
-            if not dev:
-                routes.setdefault(("POST", cord.path), cord)
-    return routes
+    return {
+        (method, path): cord
+        for cord in cords
+        if cord.passthrough
+        for path, method in cord_routes(cord, dev=dev)
+    }
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
@@ -473,7 +471,7 @@ async def _send_json(
     send: Send,
     status: int,
     body: dict[str, Any],
-    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
+    extra: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     import json
 

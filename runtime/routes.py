@@ -37,6 +37,15 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _DONE = object()
 
 
+def cord_routes(cord: Cord, *, dev: bool) -> list[tuple[str, str]]:
+    """``(path, method)`` of each route a cord is served at: its public path and
+    method, plus (outside dev mode) its internal path with POST."""
+    routes = [(cord.public_api_path, cord.method)]
+    if not dev and (cord.path, "POST") != routes[0]:
+        routes.append((cord.path, "POST"))
+    return routes
+
+
 def mount_cords(
     chute: Chute, cords: list[Cord], *, dev: bool, forwarder: Forwarder
 ) -> dict[str, str]:
@@ -46,10 +55,7 @@ def mount_cords(
     """
     paths: dict[str, str] = {}
     for cord in cords:
-        routes = [(cord.public_api_path, cord.method)]
-        if not dev and (cord.path, "POST") != routes[0]:
-            routes.append((cord.path, "POST"))
-        for path, method in routes:
+        for path, method in cord_routes(cord, dev=dev):
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 raise InvalidValueError(
                     f"cord {cord.name!r}: path",
