@@ -102,7 +102,7 @@ def plan_build(ref: str, *, include_cwd: bool = False) -> BuildPlan:
     """
     from chutes_core.image import Image
     from chutes_core.plugins import get_plugin_manager
-    from chutes_runtime.refs import load_ref
+    from chutes_core.refs import load_ref
 
     project = Path.cwd().resolve()
     chute = load_ref(ref)

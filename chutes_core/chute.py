@@ -378,10 +378,10 @@ class Chute(FastAPI):
         reload: bool = True,
         log_level: str = "info",
     ) -> None:
-        """Serve this chute in dev mode (public paths) with the chutes runtime."""
-        from chutes_runtime.host import run_local
+        """Serve this chute in dev mode (public paths) with the installed runtime host."""
+        from chutes_core.hosting import get_runtime
 
-        run_local(self, host=host, port=port, reload=reload, log_level=log_level)
+        get_runtime().run_local(self, host=host, port=port, reload=reload, log_level=log_level)
 
     def to_dict(self) -> dict[str, Any]:
         """The chute as the deploy payload describes it (code is added by the deployer)."""

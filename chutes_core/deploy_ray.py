@@ -272,9 +272,10 @@ def replica_ref(ref: str, project: Path) -> str:
 
 def _build_asgi_app(ref: str, dev: bool) -> Any:
     """Runs in each replica: the runtime host around the chute (startup in its lifespan)."""
-    from chutes_runtime.host import build_app, load_ref
+    from chutes_core.hosting import get_runtime
+    from chutes_core.refs import load_ref
 
-    return build_app(load_ref(ref), dev=dev)
+    return get_runtime().build_app(load_ref(ref), dev=dev)
 
 
 def application(ref: str, chute: Chute, *, cpu_only: bool = False, dev: bool = False) -> Any:
@@ -305,7 +306,7 @@ def deploy(
     Returns once the first replica has started (its startup hooks ran), or
     raises :class:`ChutesError` with the reason it could not.
     """
-    from chutes_runtime.refs import load_ref
+    from chutes_core.refs import load_ref
 
     project = (project or Path.cwd()).resolve()
     chute = load_ref(ref)
@@ -384,7 +385,7 @@ def undeploy(ref_or_name: str, *, address: str | None = None) -> str:
     """Delete the Serve application of a chute (given by reference or by name)."""
     name = ref_or_name
     if ":" in ref_or_name or ref_or_name.endswith(".py"):
-        from chutes_runtime.refs import load_ref
+        from chutes_core.refs import load_ref
 
         name = load_ref(ref_or_name).name
     target, _local, _started = _connect_to(address, working_dir=None, start=False, progress=_quiet)

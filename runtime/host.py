@@ -45,10 +45,10 @@ from chutes_runtime import egress, logs
 from chutes_runtime.jobs import JobRunner
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST, CordStats, Metrics
 from chutes_runtime.passthrough import Forwarder
-from chutes_runtime.refs import RefError, load_ref
+from chutes_core.refs import RefError, load_ref
 from chutes_runtime.routes import RESERVED_PREFIX, cord_routes, mount_cords, mount_websockets
 
-__all__ = ["Host", "RefError", "build_app", "load_ref", "run_local", "serve_ref"]
+__all__ = ["Host", "build_app", "run_local", "serve", "serve_ref"]
 
 log = logging.getLogger("chutes.runtime")
 

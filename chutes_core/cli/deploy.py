@@ -111,7 +111,7 @@ def deploy(
 
     from chutes_core.cli.build import confirm
     from chutes_core.platform import PlatformError, chute_payload
-    from chutes_runtime.refs import RefError, load_ref
+    from chutes_core.refs import RefError, load_ref
 
     try:
         chute = load_ref(ref)

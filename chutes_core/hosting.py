@@ -1,0 +1,69 @@
+"""How the core reaches the runtime host without importing it.
+
+Dependencies run one way: the runtime imports the core, never the reverse.
+Yet the SDK has to serve a chute (``Chute.run_local()``) and deploy targets
+have to build the ASGI app a replica serves. Both ask :func:`get_runtime`,
+which finds the installed host through the ``chutes.runtime`` entry-point
+group (the ``chutes`` distribution names ``chutes_runtime.host``). A plugin
+that needs the app calls ``get_runtime().build_app(chute)``; it never
+imports ``chutes_runtime``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chutes_core.errors import ChutesError
+
+if TYPE_CHECKING:
+    from chutes_core.chute import Chute
+
+ENTRY_POINT_GROUP = "chutes.runtime"
+DEFAULT = "default"
+
+
+class Runtime(Protocol):
+    """What the host offers the core and plugins (a module satisfies it)."""
+
+    def build_app(self, chute: Chute, *, dev: bool = False) -> Any:
+        """The ASGI app that serves ``chute``; its lifespan runs the startup."""
+
+    def serve(
+        self,
+        chute: Chute,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        dev: bool = False,
+        log_level: str | None = None,
+    ) -> int:
+        """Serve ``chute`` with uvicorn until stopped; returns the exit code."""
+
+    def run_local(
+        self, chute: Chute, *, host: str, port: int, reload: bool, log_level: str
+    ) -> None:
+        """``Chute.run_local()``: serve in dev mode, restarting on code changes."""
+
+
+class RuntimeMissing(ChutesError):
+    """No runtime host is installed."""
+
+
+@functools.cache
+def get_runtime(name: str = DEFAULT) -> Runtime:
+    """The runtime host registered as ``name`` in the ``chutes.runtime`` group."""
+    from stevedore import DriverManager
+    from stevedore.exception import NoMatches
+
+    try:
+        manager: DriverManager[Runtime] = DriverManager(
+            ENTRY_POINT_GROUP, name, invoke_on_load=False
+        )
+    except NoMatches:
+        raise RuntimeMissing(
+            f"no chutes runtime named {name!r} is installed (entry-point group "
+            f"{ENTRY_POINT_GROUP!r}); reinstall the 'chutes' distribution"
+        ) from None
+    runtime: Runtime = manager.driver
+    return runtime
