@@ -41,11 +41,11 @@ from starlette.routing import Route
 from chutes_core.chute import Chute
 from chutes_core.cord import Cord, LifecycleHook
 from chutes_core.plugins import PluginManager, get_plugin_manager
+from chutes_core.refs import RefError, load_ref
 from chutes_runtime import egress, logs
 from chutes_runtime.jobs import JobRunner
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST, CordStats, Metrics
 from chutes_runtime.passthrough import Forwarder
-from chutes_core.refs import RefError, load_ref
 from chutes_runtime.routes import RESERVED_PREFIX, cord_routes, mount_cords, mount_websockets
 
 __all__ = ["Host", "build_app", "run_local", "serve", "serve_ref"]
