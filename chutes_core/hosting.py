@@ -12,7 +12,7 @@ imports ``chutes_runtime``.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from chutes_core.errors import ChutesError
 
@@ -65,5 +65,5 @@ def get_runtime(name: str = DEFAULT) -> Runtime:
             f"no chutes runtime named {name!r} is installed (entry-point group "
             f"{ENTRY_POINT_GROUP!r}); reinstall the 'chutes' distribution"
         ) from None
-    runtime: Runtime = manager.driver
-    return runtime
+    # invoke_on_load=False: the driver is the module the entry point names.
+    return cast("Runtime", manager.driver)
