@@ -311,3 +311,15 @@ def test_passthrough_hooks_adjust_forwarded_requests() -> None:
     pm.passthrough(Chute(username="me", name="x"), None, request)
     assert request.headers == {"authorization": "Bearer secret"}
     assert request.url == "http://127.0.0.1:10101/v1/models"
+
+
+def test_builders_import_from_chutes_templates_as_the_api_reference_shows(monkeypatch) -> None:
+    pm = manager(("echo", echo_plugin()))
+    monkeypatch.setattr("chutes_core.plugins.get_plugin_manager", lambda: pm)
+    from chutes.templates import build_echo_chute as imported
+
+    assert imported is build_echo_chute
+    with pytest.raises(TemplateNotInstalledError, match="pip install chutes-vllm"):
+        from chutes.templates import build_vllm_chute  # noqa: F401
+    with pytest.raises(ImportError, match="nothing_here"):
+        from chutes.templates import nothing_here  # noqa: F401
