@@ -80,3 +80,33 @@ def test_check_kernel_gives_both_implementations_the_same_unseeded_inputs(monkey
     # As in docs/plugins.md: random inputs, no seed; the triton side works in place.
     worst = testing.check_kernel("demo.scale", lambda: (torch.randn(3, 17), torch.randn(17)))
     assert worst == 0.0
+
+
+def test_the_guides_kernel_test_passes(monkeypatch) -> None:
+    """docs/plugins.md's check_kernel example, run as written against a stand-in kernel."""
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
+    (block,) = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", guide, re.S)
+        if "def test_kernel_matches_its_reference" in b
+    ]
+    module = types.ModuleType("norm_plugin")
+
+    @hookimpl
+    def register_kernels(register):
+        register(
+            "myengine.fused_norm",
+            reference=lambda x, w: x * w / x.norm(dim=-1, keepdim=True),
+            triton=lambda x, w: x.div_(x.norm(dim=-1, keepdim=True)).mul_(w),
+        )
+
+    module.register_kernels = register_kernels
+    manager = PluginManager(entry_points=False, plugins=[("myengine", module)], strict=True)
+    monkeypatch.setattr("chutes_core.kernels.get_kernel", manager.load().kernels.get)
+    namespace: dict = {}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)
+    namespace["test_kernel_matches_its_reference"]()
