@@ -222,12 +222,14 @@ class PluginManager:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             return self._reject(item, f"implements an unknown hook: {exc}")
+        implemented = {caller.name for caller in self._pm.get_hookcallers(item.plugin) or []}
         try:
             for hook_name, registry in (
                 ("register_templates", self.templates),
                 ("register_kernels", self.kernels),
             ):
-                self._own_hook(item, hook_name)(register=registry.register_for(item.name))
+                if hook_name in implemented:
+                    self._own_hook(item, hook_name)(register=registry.register_for(item.name))
         except PluginConflictError as clash:
             if self.strict:
                 raise
