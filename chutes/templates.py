@@ -1,4 +1,8 @@
-"""``from chutes.templates import build_vllm_chute``: every installed builder by name."""
+"""``from chutes.templates import build_vllm_chute``: every installed builder by name.
+
+The chutes API reference imports templates this way; the documented home is
+``chutes.chute.template.<name>``, and this module only looks builders up there.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Built-in behaviour, written as a plugin registered last.
+"""Built-in behaviour, written as an ordinary plugin named ``builtin``.
 
-Every hook answered here is answered with ``trylast=True``, so any installed
-plugin that answers the same hook takes precedence.
+It is registered before any installed plugin, and every hook here is marked
+``trylast=True``, so pluggy calls it after all plugins: an installed plugin
+that answers a first-result hook takes precedence.
 """
 
 from __future__ import annotations

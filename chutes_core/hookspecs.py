@@ -9,9 +9,16 @@ Registration hooks (``register_templates``, ``register_kernels``) receive a
 ``register`` callback instead of returning a value, so their signatures can
 grow new keyword arguments without breaking plugins.
 
+The other hooks are called for **every chute** the host builds or serves,
+not only chutes built from the plugin's own template. A plugin that cares
+about its own chutes only checks (typically ``chute.standard_template``) and
+returns ``None`` or does nothing for the rest.
+
 Hooks marked "first result wins" stop at the first implementation that
-returns something other than ``None``; the built-in defaults are registered
-last, so any installed plugin can override them.
+returns something other than ``None``. The built-in defaults
+(:mod:`chutes_core.builtin`) are registered before any plugin, but every one
+of them is marked ``trylast``, so pluggy calls them after all plugins: any
+installed plugin can override them.
 """
 
 from __future__ import annotations
@@ -41,8 +48,9 @@ def register_templates(register: TemplateRegister) -> None:
     Called once, when plugins are loaded. Call
     ``register(name, builder, description=...)`` for each template; ``name``
     becomes importable as ``chutes.chute.template.<name>`` and ``builder`` is
-    the ``build_<name>_chute`` function users call. Two plugins registering the
-    same name is an error that names both.
+    the ``build_<name>_chute`` function users call. When two plugins register
+    the same name, both are disabled with a warning that names them (an error
+    under ``CHUTES_STRICT_PLUGINS``); the rest of chutes keeps working.
 
     :param register: the callback that records a template.
     """
@@ -57,7 +65,8 @@ def register_kernels(register: KernelRegister) -> None:
     is the plain torch implementation (always required, used on CPU) and
     ``triton`` the fused Triton implementation, chosen on CUDA. Either may be a
     callable or a ``"module:attribute"`` string, imported on first use so that
-    registering a kernel never imports torch or triton.
+    registering a kernel never imports torch or triton. A name two plugins
+    register disables both, as for templates.
 
     :param register: the callback that records a kernel.
     """
@@ -82,9 +91,9 @@ def build_image(chute: Chute, image: Image | None) -> Image | None:
 def declare_cords(chute: Chute) -> list[Cord] | None:
     """Return extra cords to serve with ``chute``, or ``None``.
 
-    Called at startup, after the startup hooks have run and before routes are
-    mounted. Cords returned here are mounted as if the chute declared them;
-    a path clash with the chute's own cords is an error.
+    Called once at startup for every chute, after the startup hooks have run
+    and before routes are mounted. Cords returned here are mounted as if the
+    chute declared them; a path clash with the chute's own cords is an error.
     """
 
 
@@ -92,7 +101,8 @@ def declare_cords(chute: Chute) -> list[Cord] | None:
 def on_startup(chute: Chute) -> list[LifecycleHook] | LifecycleHook | None:
     """Return startup work to run for ``chute``, or ``None``.
 
-    Called at startup, before any startup hook runs. Each returned
+    Called once at startup for every chute, before any startup hook runs.
+    Each returned
     :class:`~chutes_core.cord.LifecycleHook` is merged with the chute's own
     ``@chute.on_startup`` hooks and run in priority order (lower first; sync
     or async). A hook that needs cleanup registers it with
@@ -105,7 +115,8 @@ def on_startup(chute: Chute) -> list[LifecycleHook] | LifecycleHook | None:
 def passthrough(chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
     """Adjust a request that a passthrough cord is about to forward.
 
-    Called for every forwarded request, so keep it cheap. ``request`` is
+    Called for every request any chute's passthrough cord forwards, so keep
+    it cheap and leave requests of other plugins' chutes alone. ``request`` is
     mutable: add headers (an engine's API key), or change ``request.path``
     or ``request.port``. The body is streamed and cannot be changed here.
     """

@@ -109,6 +109,8 @@ class Kernel:
 class KernelRegistry:
     def __init__(self) -> None:
         self._kernels: dict[str, Kernel] = {}
+        #: Names two plugins claimed, with the first claimant: refused to everyone after.
+        self._contested: dict[str, str] = {}
 
     def register_for(self, plugin: str) -> KernelRegister:
         """A ``register`` callback that records kernels as coming from ``plugin``."""
@@ -129,6 +131,9 @@ class KernelRegistry:
                         impl,
                         "a callable or a 'module:attribute' string",
                     )
+            contested = self._contested.get(name)
+            if contested is not None:
+                raise PluginConflictError("kernel", name, contested, plugin)
             existing = self._kernels.get(name)
             if existing is not None and existing.plugin != plugin:
                 raise PluginConflictError("kernel", name, existing.plugin, plugin)
@@ -149,6 +154,10 @@ class KernelRegistry:
     def drop_plugin(self, plugin: str) -> None:
         for name in self.by_plugin(plugin):
             del self._kernels[name]
+
+    def contest(self, name: str, first: str) -> None:
+        """Refuse ``name`` from now on: two plugins claimed it, first ``first``."""
+        self._contested.setdefault(name, first)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(sorted(self._kernels.values(), key=lambda k: k.name))

@@ -1,27 +1,36 @@
 """Plugin discovery and the one facade through which hooks are called.
 
-Plugins are found through the ``chutes.plugins`` entry-point group with
-stevedore and registered with pluggy. A plugin that fails to import, to
-register, or that implements a hook that does not exist is reported as a
-warning naming the plugin and the cause, and everything else keeps working.
-Environment switches:
+Plugins are named by entry points in the ``chutes.plugins`` group. stevedore's
+``NamedExtensionManager`` imports only the selected ones, and pluggy registers
+them; every hook call, registration included, goes through pluggy. A plugin
+that fails to import, to register, that implements a hook that does not exist,
+or that claims a template or kernel name another plugin also claims (both are
+then disabled) is reported as a warning naming the plugin and the cause, and
+everything else keeps working. Environment switches:
 
 ``CHUTES_STRICT_PLUGINS=1``
     turn any such failure into an error.
 ``CHUTES_PLUGINS=a,b``
-    load only these plugins (by entry-point name).
+    load only these plugins (by entry-point name); a name not installed is a failure.
 ``CHUTES_DISABLE_PLUGINS=a,b``
-    never load these plugins.
+    never load (never even import) these plugins.
+``CHUTES_TRACE_HOOKS=1``
+    log every hook call, with the plugins it reached, its result and its
+    duration, at INFO on the ``chutes.plugins.trace`` logger.
 
 The rest of chutes calls hooks only through :class:`PluginManager` methods.
+(A little over 400 lines: discovery, validation and the hook facade are one
+object, and splitting them would expose its state between modules.)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import reprlib
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +42,7 @@ from chutes_core.kernels import KernelRegistry
 from chutes_core.templates import TemplateRegistry
 
 if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
+    from importlib.metadata import Distribution, EntryPoint
 
     import stevedore
 
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "chutes.plugins"
 log = logging.getLogger("chutes.plugins")
+trace_log = logging.getLogger("chutes.plugins.trace")
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -93,7 +103,8 @@ class _Loaded:
     name: str
     target: str
     plugin: object
-    dist_hint: str | None = field(default=None)
+    #: The distribution that declared the entry point; None for in-process plugins.
+    distribution: Distribution | None = None
 
 
 class PluginManager:
@@ -101,7 +112,8 @@ class PluginManager:
 
     ``entry_points=False`` skips discovery (tests and embedding); ``plugins``
     registers extra ``(name, module_or_object)`` pairs as if discovered.
-    Loading happens once, on first use.
+    Loading happens once, on first use. ``strict``, ``only``, ``disabled`` and
+    ``trace`` default to the environment switches in this module's docstring.
     """
 
     def __init__(
@@ -112,6 +124,7 @@ class PluginManager:
         strict: bool | None = None,
         only: list[str] | None = None,
         disabled: list[str] | None = None,
+        trace: bool | None = None,
     ) -> None:
         self._use_entry_points = entry_points
         self._extra = list(plugins)
@@ -122,9 +135,12 @@ class PluginManager:
         )
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
+        if _env_flag("CHUTES_TRACE_HOOKS") if trace is None else trace:
+            _trace_hook_calls(self._pm)
         self.templates = TemplateRegistry()
         self.kernels = KernelRegistry()
         self.failures: list[PluginFailure] = []
+        #: Installed plugins left out by CHUTES_PLUGINS / CHUTES_DISABLE_PLUGINS.
         self.skipped: list[str] = []
         self._loaded: list[_Loaded] = []
         self._load_lock = threading.Lock()
@@ -145,85 +161,110 @@ class PluginManager:
         return name not in self.disabled
 
     def _load(self) -> None:
+        # Registered first; its hooks are trylast, so every plugin answers before it.
         self._pm.register(builtin, name=builtin.NAME)
         candidates: list[_Loaded] = []
+        missing = set(self.only or ()) - set(self.disabled)
         if self._use_entry_points:
-            candidates.extend(self._discover())
+            missing = set()
+            candidates.extend(self._discover(missing.update))
         for name, plugin in self._extra:
             if self._selected(name):
                 candidates.append(_Loaded(name, getattr(plugin, "__name__", repr(plugin)), plugin))
         for item in candidates:
             self._register(item)
-        if self.only:
-            missing = sorted(
-                set(self.only)
-                - {item.name for item in candidates}
-                - {f.name for f in self.failures}
-            )
-            for name in missing:
-                self._fail(name, "", "named in CHUTES_PLUGINS but not installed")
+        # An installed plugin that failed to import is already reported as such.
+        missing -= {item.name for item in candidates} | {f.name for f in self.failures}
+        for name in sorted(missing):
+            self._fail(name, "", "named in CHUTES_PLUGINS but not installed")
         if self.strict and self.failures:
             first = self.failures[0]
             others = f" (and {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
             raise PluginError(first.name, f"{first.error}{others}; CHUTES_STRICT_PLUGINS is set")
 
-    def _discover(self) -> list[_Loaded]:
-        from stevedore import ExtensionManager
+    def _discover(self, report_missing: Callable[[Iterable[str]], None]) -> list[_Loaded]:
+        """Import the selected entry points; a plugin not selected is never imported."""
+        from importlib.metadata import entry_points
 
-        selected = self._selected
-        skipped = self.skipped
+        from stevedore import NamedExtensionManager
 
-        class _Discovery(ExtensionManager[Any]):
-            # Decide before import, so a disabled plugin is never imported.
-            def _load_one_plugin(self, ep: EntryPoint, *args: Any) -> Any:
-                if not selected(ep.name):
-                    skipped.append(ep.name)
-                    return None
-                return super()._load_one_plugin(ep, *args)
+        # stevedore's (cached) entry points carry no distribution; the metadata's do.
+        installed = list(entry_points(group=ENTRY_POINT_GROUP))
+        dists = {(ep.name, ep.value): ep.dist for ep in installed}
+        wanted = self.only if self.only is not None else [ep.name for ep in installed]
+        names = [name for name in dict.fromkeys(wanted) if self._selected(name)]
+        self.skipped = sorted({ep.name for ep in installed if not self._selected(ep.name)})
 
         def on_failure(
             _manager: stevedore.ExtensionManager[Any], ep: EntryPoint, exc: BaseException
         ) -> None:
-            self._fail(ep.name, ep.value, f"failed to import: {type(exc).__name__}: {exc}")
+            error = f"failed to import: {type(exc).__name__}: {exc}"
+            self._fail(ep.name, ep.value, error, dists.get((ep.name, ep.value)))
 
-        manager = _Discovery(ENTRY_POINT_GROUP, on_load_failure_callback=on_failure)
-        return [_Loaded(ext.name, ext.entry_point.value, ext.plugin) for ext in manager.extensions]
+        manager: NamedExtensionManager[Any] = NamedExtensionManager(
+            ENTRY_POINT_GROUP,
+            names=names,
+            on_load_failure_callback=on_failure,
+            on_missing_entrypoints_callback=report_missing,
+        )
+        found = [(ext.entry_point, ext.plugin) for ext in manager.extensions]
+        return [
+            _Loaded(ep.name, ep.value, plugin, dists.get((ep.name, ep.value)))
+            for ep, plugin in found
+        ]
 
     def _register(self, item: _Loaded) -> None:
         try:
             self._pm.register(item.plugin, name=item.name)
         except Exception as exc:  # pluggy validation or a duplicate name
-            self._fail(item.name, item.target, f"cannot be registered: {exc}")
-            return
+            return self._reject(item, f"cannot be registered: {exc}", registered=False)
         try:
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            self._pm.unregister(name=item.name)
-            self._fail(item.name, item.target, f"implements an unknown hook: {exc}")
-            return
+            return self._reject(item, f"implements an unknown hook: {exc}")
+        implemented = {caller.name for caller in self._pm.get_hookcallers(item.plugin) or []}
         try:
-            self._call_registration(item.name, "register_templates", self.templates.register_for)
-            self._call_registration(item.name, "register_kernels", self.kernels.register_for)
-        except PluginConflictError:
-            raise
+            for hook_name, registry in (
+                ("register_templates", self.templates),
+                ("register_kernels", self.kernels),
+            ):
+                if hook_name in implemented:
+                    self._own_hook(item, hook_name)(register=registry.register_for(item.name))
+        except PluginConflictError as clash:
+            if self.strict:
+                raise
+            return self._disable_clash(item, clash)
         except Exception as exc:
+            return self._reject(item, f"registration failed: {type(exc).__name__}: {exc}")
+        self._loaded.append(item)
+
+    def _own_hook(self, item: _Loaded, hook_name: str) -> Any:
+        """``hook_name`` as a pluggy caller that reaches ``item``'s implementation only."""
+        others = [plugin for plugin in self._pm.get_plugins() if plugin is not item.plugin]
+        return self._pm.subset_hook_caller(hook_name, remove_plugins=others)
+
+    def _disable_clash(self, item: _Loaded, clash: PluginConflictError) -> None:
+        """Disable both claimants of one name; the name stays refused to any later one."""
+        first, _second = clash.plugins
+        registry = self.templates if clash.kind == "template" else self.kernels
+        registry.contest(clash.name, first)
+        for earlier in [loaded for loaded in self._loaded if loaded.name == first]:
+            self._loaded.remove(earlier)
+            self._reject(earlier, str(clash))
+        self._reject(item, str(clash))
+
+    def _reject(self, item: _Loaded, error: str, *, registered: bool = True) -> None:
+        if registered:
             self._pm.unregister(name=item.name)
             self.templates.drop_plugin(item.name)
             self.kernels.drop_plugin(item.name)
-            self._fail(item.name, item.target, f"registration failed: {type(exc).__name__}: {exc}")
-            return
-        self._loaded.append(item)
+        self._fail(item.name, item.target, error, item.distribution)
 
-    def _call_registration(
-        self, plugin_name: str, hook_name: str, make_register: Callable[[str], Any]
+    def _fail(
+        self, name: str, target: str, error: str, distribution: Distribution | None = None
     ) -> None:
-        for impl in getattr(self._pm.hook, hook_name).get_hookimpls():
-            if impl.plugin_name == plugin_name:
-                impl.function(register=make_register(plugin_name))
-
-    def _fail(self, name: str, target: str, error: str) -> None:
-        failure = PluginFailure(name=name, target=target, error=error)
-        self.failures.append(failure)
+        dist = distribution.name if distribution is not None else None
+        self.failures.append(PluginFailure(name, target, error, dist))
         log.warning("plugin %r disabled: %s", name, error)
 
     # Introspection -----------------------------------------------------------
@@ -236,27 +277,23 @@ class PluginManager:
     def info(self) -> list[PluginInfo]:
         """Describe each plugin in use; failures are in :attr:`failures`."""
         self.load()
-        dists = _distributions()
         result = []
         for item in self._loaded:
             hooks = sorted(caller.name for caller in self._pm.get_hookcallers(item.plugin) or [])
-            dist = dists.get(item.target.split(":")[0].split(".")[0])
             templates = self.templates.by_plugin(item.name)
+            dist = item.distribution
             result.append(
                 PluginInfo(
                     name=item.name,
                     target=item.target,
-                    distribution=dist,
-                    version=_version(dist),
+                    distribution=dist.name if dist is not None else None,
+                    version=dist.version if dist is not None else None,
                     hooks=hooks,
                     templates=templates,
                     kernels=self.kernels.by_plugin(item.name),
                     egress={name: self.template_egress(name) for name in templates},
                 )
             )
-        for failure in self.failures:
-            if failure.distribution is None and failure.target:
-                failure.distribution = dists.get(failure.target.split(":")[0].split(".")[0])
         return result
 
     # Hook facade -------------------------------------------------------------
@@ -273,8 +310,9 @@ class PluginManager:
         """Extra cords that plugins serve with ``chute``."""
         self.load()
         cords: list[Cord] = []
-        for _plugin, result in self._call_each("declare_cords", chute=chute):
-            cords.extend(result or [])
+        for _plugin, answers in self._answers("declare_cords", chute=chute):
+            for answer in answers:
+                cords.extend(answer or [])
         return cords
 
     def startup_hooks(self, chute: Chute) -> list[LifecycleHook]:
@@ -285,13 +323,14 @@ class PluginManager:
 
         self.load()
         hooks: list[LifecycleHook] = []
-        for plugin, result in self._call_each("on_startup", chute=chute):
-            if result is None:
-                continue
-            for hook in [result] if isinstance(result, LifecycleHook) else result:
-                if not isinstance(hook, LifecycleHook):
-                    raise PluginError(plugin, f"on_startup returned {hook!r}, not a LifecycleHook")
-                hooks.append(replace(hook, owner=f"plugin {plugin}"))
+        for plugin, answers in self._answers("on_startup", chute=chute):
+            for answer in answers:
+                for hook in [answer] if isinstance(answer, LifecycleHook) else answer:
+                    if not isinstance(hook, LifecycleHook):
+                        raise PluginError(
+                            plugin, f"on_startup returned {hook!r}, not a LifecycleHook"
+                        )
+                    hooks.append(replace(hook, owner=f"plugin {plugin}"))
         return hooks
 
     def passthrough(self, chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
@@ -320,35 +359,62 @@ class PluginManager:
         """Who decided the egress policy: ``chute``, a plugin name, or ``builtin``."""
         if chute.allow_external_egress is not None:
             return "chute"
-        for plugin, result in self._call_each("egress_policy", chute=chute):
-            if result is not None:
+        self.load()
+        for plugin, answers in self._answers("egress_policy", chute=chute):
+            if answers:
                 return plugin
         return builtin.NAME
 
-    def _call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call each implementation in pluggy's order, keeping who answered what."""
-        results = []
-        for impl in reversed(getattr(self._pm.hook, hook_name).get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames}
-            results.append((impl.plugin_name, impl.function(**args)))
-        return results
+    def _answers(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, list[Any]]]:
+        """Each plugin's answers to ``hook_name``, in pluggy's call order, and who gave them.
+
+        Each plugin is called through pluggy on its own, with every wrapper
+        kept, so arguments are passed as for any hook call (any subset) and
+        the facade can say which plugin answered what. Lazily: a caller may
+        stop at the first answer, as a first-result hook does.
+        """
+        hook = getattr(self._pm.hook, hook_name)
+        first_result = bool(hook.spec is not None and hook.spec.opts.get("firstresult"))
+        answering = [i for i in hook.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        for impl in reversed(answering):  # pluggy calls the last one first
+            others = [other.plugin for other in answering if other is not impl]
+            result = self._pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+            if first_result:
+                yield impl.plugin_name, [] if result is None else [result]
+            else:
+                yield impl.plugin_name, list(result)
 
 
-def _distributions() -> dict[str, str]:
-    from importlib.metadata import packages_distributions
+def _trace_hook_calls(pm: pluggy.PluginManager) -> None:
+    """Log every hook call with the plugins it reached, its outcome and its duration."""
+    trace_log.setLevel(logging.INFO)
+    local = threading.local()
 
-    return {module: names[0] for module, names in packages_distributions().items() if names}
+    def before(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+        local.__dict__.setdefault("started", []).append(time.perf_counter())
 
+    def after(
+        outcome: pluggy.Result[Any],
+        hook_name: str,
+        impls: Sequence[pluggy.HookImpl],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - local.started.pop()) * 1000
+        plugins = ", ".join(impl.plugin_name for impl in reversed(impls)) or "no plugin"
+        if outcome.exception is not None:
+            answer = f"raised {type(outcome.exception).__name__}: {outcome.exception}"
+        else:
+            answer = f"-> {reprlib.repr(outcome.get_result())}"
+        trace_log.info(
+            "hook %s(%s) on [%s] %s in %.2f ms",
+            hook_name,
+            ", ".join(kwargs),
+            plugins,
+            answer,
+            elapsed_ms,
+        )
 
-def _version(distribution: str | None) -> str | None:
-    if distribution is None:
-        return None
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
+    pm.add_hookcall_monitoring(before, after)
 
 
 _manager: PluginManager | None = None
@@ -362,10 +428,3 @@ def get_plugin_manager() -> PluginManager:
         if _manager is None:
             _manager = PluginManager()
     return _manager.load()
-
-
-def set_plugin_manager(manager: PluginManager | None) -> None:
-    """Replace (or with ``None``, forget) the process-wide manager; for tests and hosts."""
-    global _manager
-    with _manager_lock:
-        _manager = manager

@@ -46,6 +46,8 @@ class TemplateRegister(Protocol):
 class TemplateRegistry:
     def __init__(self) -> None:
         self._templates: dict[str, Template] = {}
+        #: Names two plugins claimed, with the first claimant: refused to everyone after.
+        self._contested: dict[str, str] = {}
 
     def register_for(self, plugin: str) -> TemplateRegister:
         """A ``register`` callback that records templates as coming from ``plugin``."""
@@ -57,6 +59,9 @@ class TemplateRegistry:
                 )
             if not callable(builder):
                 raise InvalidValueError(f"template {name!r}: builder", builder, "a callable")
+            contested = self._contested.get(name)
+            if contested is not None:
+                raise PluginConflictError("template", name, contested, plugin)
             existing = self._templates.get(name)
             if existing is not None and existing.plugin != plugin:
                 raise PluginConflictError("template", name, existing.plugin, plugin)
@@ -78,6 +83,10 @@ class TemplateRegistry:
     def drop_plugin(self, plugin: str) -> None:
         for name in self.by_plugin(plugin):
             del self._templates[name]
+
+    def contest(self, name: str, first: str) -> None:
+        """Refuse ``name`` from now on: two plugins claimed it, first ``first``."""
+        self._contested.setdefault(name, first)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(sorted(self._templates.values(), key=lambda t: t.name))

@@ -1,7 +1,7 @@
 """The conformance kit: checks a plugin author runs in their own test suite.
 
 >>> from chutes_core import testing
->>> testing.check_plugin("my_engine")                     # loads through entry points
+>>> testing.check_plugin("my_engine")                     # loads, light to import
 >>> chute = testing.check_template("my_engine", username="me", model_name="/tmp/model")
 >>> testing.check_kernel("my_engine.fused_op", make_inputs)  # Triton vs torch
 
@@ -27,6 +27,7 @@ __all__ = [
     "check_dockerfile",
     "check_hook_signatures",
     "check_kernel",
+    "check_light_import",
     "check_plugin",
     "check_template",
 ]
@@ -89,11 +90,49 @@ def check_hook_signatures(plugin: object) -> list[str]:
     return sorted(implemented)
 
 
+#: Modules a plugin imports at startup, never when it is loaded (every chutes
+#: process loads plugins, ``chutes --help`` included).
+HEAVY_MODULES = (
+    "torch",
+    "transformers",
+    "diffusers",
+    "sentence_transformers",
+    "vllm",
+    "sglang",
+    "triton",
+)
+
+
+def check_light_import(module: str) -> None:
+    """Importing ``module`` in a fresh interpreter imports none of :data:`HEAVY_MODULES`.
+
+    A fresh interpreter, because in the test process something else (a test,
+    another plugin) may have imported them already.
+    """
+    import subprocess
+
+    code = (
+        f"import importlib, sys; importlib.import_module({module!r}); "
+        f"print(' '.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise ConformanceError(f"importing {module} fails: {tail[0]}")
+    heavy = result.stdout.split()
+    if heavy:
+        raise ConformanceError(
+            f"importing {module} imports {', '.join(heavy)}; import them inside the hooks "
+            "or startup code that need them, not at module level"
+        )
+
+
 def check_plugin(name: str) -> Any:
     """Load the installed plugin ``name`` through its entry point, as the host does.
 
-    Fails when it is not installed, fails to load, or implements an unknown or
-    mis-typed hook. Returns its :class:`~chutes_core.plugins.PluginInfo`.
+    Fails when it is not installed, fails to load, implements an unknown or
+    mis-typed hook, or imports an engine (:data:`HEAVY_MODULES`) when its
+    module is imported. Returns its :class:`~chutes_core.plugins.PluginInfo`.
     """
     from chutes_core.plugins import PluginManager
 
@@ -102,9 +141,11 @@ def check_plugin(name: str) -> Any:
         raise ConformanceError(f"plugin {name!r} does not load: {failure.error}")
     for info in manager.info():
         if info.name == name:
-            module = sys.modules.get(info.target.split(":")[0])
+            module_name = info.target.split(":")[0]
+            module = sys.modules.get(module_name)
             if module is not None:
                 check_hook_signatures(module)
+            check_light_import(module_name)
             return info
     raise ConformanceError(f"no plugin named {name!r} in the chutes.plugins entry-point group")
 
@@ -120,7 +161,17 @@ def check_template(template: str, /, **kwargs: Any) -> Any:
     from chutes_core.plugins import get_plugin_manager
 
     manager = get_plugin_manager()
-    built = manager.templates.get(template).builder(**kwargs)
+    try:
+        builder = manager.templates.get(template).builder
+    except ChutesError as exc:
+        raise ConformanceError(str(exc)) from exc
+    try:
+        built = builder(**kwargs)
+    except Exception as exc:
+        raise ConformanceError(
+            f"template {template!r}: {builder.__name__}(**{kwargs!r}) raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     try:
         chute = unwrap(built)
     except ChutesError as exc:
@@ -129,8 +180,15 @@ def check_template(template: str, /, **kwargs: Any) -> Any:
         raise ConformanceError(f"template {template!r} should set standard_template on its chute")
     if not chute.cords and not chute.websockets:
         raise ConformanceError(f"template {template!r} built a chute with no cords")
-    check_dockerfile(str(manager.build_image(chute)))
-    if not isinstance(manager.egress_policy(chute), bool):
+    try:
+        dockerfile = str(manager.build_image(chute))
+        egress = manager.egress_policy(chute)
+    except Exception as exc:
+        raise ConformanceError(
+            f"template {template!r}: a plugin hook raised {type(exc).__name__}: {exc}"
+        ) from exc
+    check_dockerfile(dockerfile)
+    if not isinstance(egress, bool):
         raise ConformanceError(f"egress policy for template {template!r} is not a bool")
     return chute
 
@@ -178,7 +236,9 @@ def check_kernel(
 ) -> float:
     """Compare kernel ``name``'s Triton implementation with its torch reference.
 
-    ``make_inputs()`` returns the positional arguments (tensors). Without a
+    ``make_inputs()`` returns the positional arguments (tensors). It is called
+    once; each implementation gets its own copy of the tensors, so random
+    inputs need no seed and an in-place kernel cannot spoil the other's. Without a
     GPU the Triton kernel runs under ``TRITON_INTERPRET=1`` on CPU tensors,
     which must be set before triton is first imported (this function sets it
     when it can). Returns the largest absolute difference seen.
@@ -197,8 +257,13 @@ def check_kernel(
     if not kernel.has_triton:
         raise ConformanceError(f"kernel {name!r} has no Triton implementation to check")
     extra = kwargs or {}
-    expected = kernel.implementation("torch")(*make_inputs(), **extra)
-    actual = kernel.implementation("triton")(*make_inputs(), **extra)
+    inputs = list(make_inputs())
+
+    def copy() -> list[Any]:
+        return [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+
+    expected = kernel.implementation("torch")(*copy(), **extra)
+    actual = kernel.implementation("triton")(*copy(), **extra)
     if expected.shape != actual.shape or expected.dtype != actual.dtype:
         raise ConformanceError(
             f"kernel {name!r}: Triton gives {tuple(actual.shape)} {actual.dtype}, "

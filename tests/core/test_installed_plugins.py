@@ -73,9 +73,43 @@ def make_distribution(root: Path, name: str, module: str, source: str) -> Path:
     return project
 
 
-@pytest.fixture(scope="module")
-def venv_python(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("plugins")
+HELLO_TOO = """
+from chutes_core import hookimpl
+from chutes_hello import build_hello_chute
+
+
+@hookimpl
+def register_templates(register):
+    register("hello", build_hello_chute, description="also says hello")
+"""
+
+HEAVY = """
+import torch  # at module level: what the conformance kit must catch
+
+from chutes_core import hookimpl
+from chutes.chute import Chute
+
+
+def build_heavy_chute(username: str = "me", fail: bool = False) -> Chute:
+    if fail:
+        raise RuntimeError("cannot build without a model")
+    chute = Chute(username=username, name="heavy", standard_template="heavy")
+
+    @chute.cord()
+    async def echo(self, text: str) -> str:
+        return text
+
+    return chute
+
+
+@hookimpl
+def register_templates(register):
+    register("heavy", build_heavy_chute)
+"""
+
+
+def make_venv(root: Path, distributions: list[tuple[str, str, str]]) -> Path:
+    """A virtualenv with ``(name, module, source)`` plugins, over this environment's packages."""
     env_dir = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
     python = env_dir / "bin" / "python"
@@ -89,10 +123,7 @@ def venv_python(tmp_path_factory) -> Path:
     # editable installs too (addsitedir runs the parent's .pth files).
     parent = sysconfig.get_paths()["purelib"]
     Path(purelib, "parent_env.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
-    for name, module, source in (
-        ("chutes-hello", "chutes_hello", GOOD),
-        ("chutes-broken", "chutes_broken", BROKEN),
-    ):
+    for name, module, source in distributions:
         project = make_distribution(root, name, module, source)
         subprocess.run(
             [
@@ -109,6 +140,32 @@ def venv_python(tmp_path_factory) -> Path:
             ],
             check=True,
         )
+    return python
+
+
+@pytest.fixture(scope="module")
+def venv_python(tmp_path_factory) -> Path:
+    return make_venv(
+        tmp_path_factory.mktemp("plugins"),
+        [("chutes-hello", "chutes_hello", GOOD), ("chutes-broken", "chutes_broken", BROKEN)],
+    )
+
+
+@pytest.fixture(scope="module")
+def clash_python(tmp_path_factory) -> Path:
+    """Two plugins that both register ``hello``, and one that imports (a stand-in) torch."""
+    root = tmp_path_factory.mktemp("clash")
+    python = make_venv(
+        root,
+        [
+            ("chutes-hello", "chutes_hello", GOOD),
+            ("chutes-hello-too", "chutes_hello_too", HELLO_TOO),
+            ("chutes-heavy", "chutes_heavy", HEAVY),
+        ],
+    )
+    purelib = next((root / "venv" / "lib").glob("python*/site-packages"))
+    (purelib / "torch").mkdir()
+    (purelib / "torch" / "__init__.py").write_text('"""Stands in for torch."""\n')
     return python
 
 
@@ -190,3 +247,77 @@ def test_a_missing_template_names_the_package(venv_python) -> None:
         .splitlines()[-1]
         .startswith("chutes_core.errors.TemplateNotInstalledError")
     )
+
+
+def test_a_name_in_chutes_plugins_that_is_not_installed_is_reported(venv_python) -> None:
+    result = run(
+        venv_python, "-m", "chutes_core.cli", "plugins", "--json", CHUTES_PLUGINS="hello,nothere"
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert [p["name"] for p in document["plugins"]] == ["hello"]
+    (missing,) = document["failures"]  # and broken, not named, is not even imported
+    assert missing["name"] == "nothere" and "not installed" in missing["error"]
+    assert "broken" in document["skipped"]
+
+
+def test_a_template_clash_is_listed_and_the_host_keeps_serving(clash_python, tmp_path) -> None:
+    listed = run(clash_python, "-m", "chutes_core.cli", "plugins", "--json")
+    assert listed.returncode == 0, listed.stderr
+    document = json.loads(listed.stdout)
+    assert sorted(p["name"] for p in document["failures"]) == ["hello", "hello_too"]
+    for failure in document["failures"]:
+        assert "template 'hello'" in failure["error"]
+        assert "'hello'" in failure["error"] and "'hello_too'" in failure["error"]
+    assert {f["distribution"] for f in document["failures"]} == {"chutes-hello", "chutes-hello-too"}
+    assert "heavy" in [p["name"] for p in document["plugins"]]
+
+    (tmp_path / "plain.py").write_text(
+        "from chutes.chute import Chute\n"
+        "chute = Chute(username='me', name='plain')\n\n"
+        "@chute.cord(method='GET')\n"
+        "async def ping(self) -> dict:\n"
+        "    return {'pong': True}\n"
+    )
+    script = textwrap.dedent(
+        """
+        import os, httpx
+        from chutes_core.testing.running import run_chute
+        with run_chute("plain:chute", cwd=os.getcwd()) as chute:
+            print(httpx.get(chute.url + "/ping").json())
+        """
+    )
+    served = subprocess.run(
+        [str(clash_python), "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")},
+        timeout=120,
+    )
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.strip() == "{'pong': True}"
+
+    strict = run(
+        clash_python,
+        "-c",
+        "from chutes_core.plugins import get_plugin_manager; get_plugin_manager()",
+        CHUTES_STRICT_PLUGINS="1",
+    )
+    assert strict.returncode != 0
+    assert "PluginConflictError" in strict.stderr and "'hello_too'" in strict.stderr
+
+
+def test_the_conformance_kit_catches_a_heavy_import(clash_python) -> None:
+    result = run(
+        clash_python, "-c", "from chutes_core import testing; testing.check_plugin('heavy')"
+    )
+    assert result.returncode != 0
+    assert "ConformanceError: importing chutes_heavy imports torch" in result.stderr
+    light = run(
+        clash_python,
+        "-c",
+        "from chutes_core import testing; print(testing.check_plugin('hello').name)",
+    )
+    assert light.returncode == 0, light.stderr
+    assert light.stdout.strip() == "hello"

@@ -86,6 +86,15 @@ def test_conflicting_kernel_names() -> None:
         registry(("a", kernel_plugin()), ("b", kernel_plugin()))
 
 
+def test_a_kernel_clash_disables_both_plugins_without_strict_mode() -> None:
+    manager = PluginManager(
+        entry_points=False, plugins=[("a", kernel_plugin()), ("b", kernel_plugin())], strict=False
+    ).load()
+    assert manager.names == [] and "demo.double" not in manager.kernels
+    assert [f.name for f in manager.failures] == ["a", "b"]
+    assert all("kernel 'demo.double'" in f.error and "'a'" in f.error for f in manager.failures)
+
+
 def test_unknown_kernel_lists_what_exists() -> None:
     with pytest.raises(ChutesError, match=r"have: demo\.double"):
         registry(("k", kernel_plugin())).get("nope")

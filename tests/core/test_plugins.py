@@ -155,11 +155,100 @@ def test_only_and_disabled_filters(monkeypatch) -> None:
     assert [f.name for f in pm.failures] == ["other"]  # asked for but not installed
 
 
-def test_two_plugins_with_one_template_name_is_an_error_naming_both() -> None:
+def test_a_template_clash_disables_both_plugins_and_nothing_else(caplog) -> None:
+    def register_other(register):
+        register("other", build_echo_chute)
+
+    caplog.set_level(logging.WARNING, logger="chutes.plugins")
+    pm = manager(
+        ("first", echo_plugin()),
+        ("bystander", plugin("bystander", register_templates=hookimpl(register_other))),
+        ("second", echo_plugin()),
+        ("third", echo_plugin()),  # a later claimant of the name is refused as well
+    )
+    assert pm.names == ["bystander"]
+    assert [f.name for f in pm.failures] == ["first", "second", "third"]
+    for failure in pm.failures[:2]:
+        assert "template 'echo'" in failure.error
+        assert "'first'" in failure.error and "'second'" in failure.error
+    assert "'third'" in pm.failures[2].error
+    assert "plugin 'first' disabled: template 'echo' is registered by both" in caplog.text
+    assert "echo" not in pm.templates and "other" in pm.templates
+    # The disabled plugins' other hooks are gone too; a custom chute is served as usual.
+    custom = Chute(username="me", name="custom")
+    assert (pm.egress_policy(custom), pm.egress_source(custom)) == (True, "builtin")
+    assert [info.name for info in pm.info()] == ["bystander"]
+
+
+def test_strict_mode_refuses_a_clash_naming_both() -> None:
     with pytest.raises(PluginConflictError) as info:
-        manager(("first", echo_plugin()), ("second", echo_plugin()))
+        manager(("first", echo_plugin()), ("second", echo_plugin()), strict=True)
     assert "'first'" in str(info.value) and "'second'" in str(info.value)
     assert "template 'echo'" in str(info.value)
+
+
+def test_hooks_are_called_through_pluggy_with_wrappers_and_any_subset_of_arguments() -> None:
+    seen = []
+
+    @hookimpl(wrapper=True)
+    def register_templates(register):
+        seen.append("register_templates")
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def on_startup(chute):
+        result = yield
+        seen.append(("on_startup", chute.name))
+        return result
+
+    @hookimpl
+    def declare_cords():  # takes none of the hook's arguments
+        from chutes_core.cord import Cord
+
+        def stats(self) -> dict:
+            return {}
+
+        return [Cord(stats, method="GET")]
+
+    @hookimpl
+    def on_startup_impl():
+        from chutes_core.cord import LifecycleHook
+
+        return LifecycleHook(lambda self: None, priority=3)
+
+    pm = manager(
+        (
+            "watcher",
+            plugin("watcher", register_templates=register_templates, on_startup=on_startup),
+        ),
+        ("echo", echo_plugin()),
+        ("bare", plugin("bare", declare_cords=declare_cords, on_startup=on_startup_impl)),
+    )
+    assert seen.count("register_templates") >= 1  # the wrapper saw a registration call
+    chute = Chute(username="me", name="x")
+    assert [c.name for c in pm.declare_cords(chute)] == ["stats"]
+    hooks = pm.startup_hooks(chute)
+    assert [(h.priority, h.owner) for h in hooks] == [(3, "plugin bare")]
+    assert ("on_startup", "x") in seen  # the wrapper wrapped the call
+
+
+def test_hook_calls_are_traced_when_asked(monkeypatch, caplog) -> None:
+    monkeypatch.setenv("CHUTES_TRACE_HOOKS", "1")
+    caplog.set_level(logging.INFO, logger="chutes.plugins.trace")
+    pm = PluginManager(entry_points=False, plugins=[("echo", echo_plugin())], strict=False)
+    chute = pm.load().templates.get("echo").builder()
+    assert pm.egress_policy(chute) is False
+    lines = [r.getMessage() for r in caplog.records if r.name == "chutes.plugins.trace"]
+    assert any(
+        line.startswith("hook egress_policy(chute) on [echo, builtin] -> False in ")
+        and line.endswith(" ms")
+        for line in lines
+    ), lines
+    assert any(line.startswith("hook register_templates(register) on [echo]") for line in lines)
+    caplog.clear()
+    monkeypatch.delenv("CHUTES_TRACE_HOOKS")
+    PluginManager(entry_points=False, plugins=[("echo", echo_plugin())]).load()
+    assert not [r for r in caplog.records if r.name == "chutes.plugins.trace"]
 
 
 def test_missing_template_names_the_package_to_install() -> None:
@@ -222,3 +311,15 @@ def test_passthrough_hooks_adjust_forwarded_requests() -> None:
     pm.passthrough(Chute(username="me", name="x"), None, request)
     assert request.headers == {"authorization": "Bearer secret"}
     assert request.url == "http://127.0.0.1:10101/v1/models"
+
+
+def test_builders_import_from_chutes_templates_as_the_api_reference_shows(monkeypatch) -> None:
+    pm = manager(("echo", echo_plugin()))
+    monkeypatch.setattr("chutes_core.plugins.get_plugin_manager", lambda: pm)
+    from chutes.templates import build_echo_chute as imported
+
+    assert imported is build_echo_chute
+    with pytest.raises(TemplateNotInstalledError, match="pip install chutes-vllm"):
+        from chutes.templates import build_vllm_chute  # noqa: F401
+    with pytest.raises(ImportError, match="nothing_here"):
+        from chutes.templates import nothing_here  # noqa: F401
