@@ -334,12 +334,9 @@ class OpenAIEngineTemplate(ABC):
 
     def image(self, chute: Chute) -> Image:
         """An image with the engine, chutes and the template's own distribution, all pinned."""
-        from chutes_core import __version__
-        from chutes_core.engines.images import distribution_of, pip_image
+        from chutes_core.engines.images import plugin_image
 
-        requirements = [self.engine_requirement, f"chutes=={__version__}"]
-        plugin = distribution_of(type(self).__module__)
-        if plugin is not None:
-            requirements.append(plugin)
         tag = self.engine_requirement.rpartition("==")[2] or "latest"
-        return pip_image(chute, requirements, name=self.name, tag=tag)
+        return plugin_image(
+            chute, [self.engine_requirement], module=type(self).__module__, name=self.name, tag=tag
+        )

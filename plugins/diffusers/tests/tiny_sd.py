@@ -116,12 +116,15 @@ def build_tiny_stable_diffusion(dest: str | os.PathLike[str], *, seed: int = 0) 
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    components = {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": tokenizer,
+        "unet": unet,
+        "scheduler": scheduler,
+    }
     pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
+        **components,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
