@@ -190,3 +190,16 @@ def test_a_missing_template_names_the_package(venv_python) -> None:
         .splitlines()[-1]
         .startswith("chutes_core.errors.TemplateNotInstalledError")
     )
+
+
+def test_a_missing_documented_template_names_its_package(venv_python) -> None:
+    # The documented import names whose plugin is not chutes-<template>.
+    for template, distribution in [("diffusion", "diffusers"), ("embedding", "embeddings")]:
+        result = run(
+            venv_python,
+            "-c",
+            f"import chutes.chute.template.{template}",
+            CHUTES_DISABLE_PLUGINS=distribution,
+        )
+        assert result.returncode != 0
+        assert f"pip install chutes-{distribution}" in result.stderr
