@@ -25,7 +25,7 @@ _LAZY = {
     "get_plugin_manager": "chutes_core.plugins",
     "get_template": "chutes_core.templates",
     "get_kernel": "chutes_core.kernels",
-    "OpenAIServerEngine": "chutes_core.engine",
+    "OpenAIServerEngine": "chutes_core.engines.process",
 }
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
 if TYPE_CHECKING:
     from chutes_core.chute import Chute, ChuteConfig, ChutePack
     from chutes_core.cord import Cord, Job, LifecycleHook
+    from chutes_core.engines.process import OpenAIServerEngine
     from chutes_core.image import Image
     from chutes_core.kernels import get_kernel
     from chutes_core.node_selector import NodeSelector

@@ -21,8 +21,8 @@ NAME = "builtin"
 
 
 @hookimpl(trylast=True)
-def build_image(chute: Chute, image: Image | None) -> Image:
-    """The chute's own image, or a plain Python image with chutes installed."""
+def build_image(chute: Chute, image: Image | str | None) -> Image | str:
+    """The chute's own image (built, or a prebuilt reference), or a plain Python image."""
     if image is not None:
         return image
     from chutes_core import __version__

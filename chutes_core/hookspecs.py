@@ -73,17 +73,19 @@ def register_kernels(register: KernelRegister) -> None:
 
 
 @hookspec(firstresult=True)
-def build_image(chute: Chute, image: Image | None) -> Image | None:
+def build_image(chute: Chute, image: Image | str | None) -> Image | str | None:
     """Return the image ``chutes build`` should build for ``chute``.
 
-    ``image`` is the chute's own :class:`~chutes_core.image.Image` when it was
-    given one, else ``None`` (no image, or a prebuilt image reference). A
-    plugin that owns the chute's template returns its engine image when
-    ``image`` is ``None``, and should respect an image the user gave.
-    Return ``None`` to leave the choice to other plugins.
+    ``image`` is what the chute was given (``chute.image``): an
+    :class:`~chutes_core.image.Image` to build, a ``str`` naming a prebuilt
+    image (nothing to build: ``chutes build`` refuses it, and the chute runs
+    in that image), or ``None`` when it named no image. A plugin that owns
+    the chute's template returns its engine image when ``image`` is ``None``,
+    and returns ``None`` otherwise, so that an image the user gave, built or
+    prebuilt, is kept. Return ``None`` to leave the choice to other plugins.
 
-    First result wins. The built-in default returns ``image`` or a plain
-    Python image with chutes installed.
+    First result wins. The built-in default returns ``image`` when there is
+    one, else a plain Python image with chutes installed.
     """
 
 

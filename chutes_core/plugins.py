@@ -297,13 +297,11 @@ class PluginManager:
         return result
 
     # Hook facade -------------------------------------------------------------
-    def build_image(self, chute: Chute) -> Image:
-        """The image to build for ``chute`` (first plugin answer wins)."""
-        from chutes_core.image import Image
-
+    def build_image(self, chute: Chute) -> Image | str:
+        """The image for ``chute`` (first plugin answer wins): an ``Image`` to build, or
+        the ``str`` of a prebuilt image the chute names (nothing to build)."""
         self.load()
-        own = chute.image if isinstance(chute.image, Image) else None
-        image: Image = self._pm.hook.build_image(chute=chute, image=own)
+        image: Image | str = self._pm.hook.build_image(chute=chute, image=chute.image)
         return image
 
     def declare_cords(self, chute: Chute) -> list[Cord]:

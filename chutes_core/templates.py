@@ -11,13 +11,14 @@ from chutes_core.errors import InvalidValueError, PluginConflictError, TemplateN
 
 TEMPLATE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
-#: The plugin to install for each first-party template, for "not installed" errors.
-KNOWN_DISTRIBUTIONS = {
-    "vllm": "chutes-vllm",
-    "sglang": "chutes-sglang",
-    "diffusion": "chutes-diffusers",
-    "embedding": "chutes-embeddings",
-}
+
+def distribution_for(template: str) -> str:
+    """The distribution that conventionally provides ``template``: ``chutes-<name>``.
+
+    Only a hint for "not installed" errors; a caller that knows better (the
+    ``chutes.chute.template`` import names) says so with ``distribution=``.
+    """
+    return "chutes-" + template.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,14 @@ class TemplateRegistry:
 
         return register
 
-    def get(self, name: str) -> Template:
+    def get(self, name: str, *, distribution: str | None = None) -> Template:
+        """The template ``name``; if missing, the error says to install ``distribution``
+        (by default :func:`distribution_for` ``name``)."""
         try:
             return self._templates[name]
         except KeyError:
             raise TemplateNotInstalledError(
-                name, KNOWN_DISTRIBUTIONS.get(name), list(self._templates)
+                name, distribution or distribution_for(name), list(self._templates)
             ) from None
 
     def by_plugin(self, plugin: str) -> list[str]:
@@ -95,8 +98,12 @@ class TemplateRegistry:
         return name in self._templates
 
 
-def get_template(name: str) -> Template:
-    """The installed template ``name``, loading plugins on first use."""
+def get_template(name: str, *, distribution: str | None = None) -> Template:
+    """The installed template ``name``, loading plugins on first use.
+
+    ``distribution`` is what to ``pip install`` when it is missing (by
+    default, :func:`distribution_for` ``name``).
+    """
     from chutes_core.plugins import get_plugin_manager
 
-    return get_plugin_manager().templates.get(name)
+    return get_plugin_manager().templates.get(name, distribution=distribution)

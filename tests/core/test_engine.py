@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from chutes.chute import Chute
-from chutes_core.engine import EngineError, OpenAIServerEngine, completion_warmup
+from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
 from chutes_core.passthrough import UpstreamRequest
 from chutes_core.plugins import PluginManager
 from chutes_core.testing.running import free_port

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from chutes_core.engines.hub import fetch_model, offline_env
 from chutes_core.errors import ChutesError
-from chutes_core.hub import fetch_model, offline_env
 
 
 class RepositoryNotFoundError(Exception):
@@ -91,3 +91,32 @@ def test_engines_run_offline_with_caches_beside_the_weights(monkeypatch, tmp_pat
     env = offline_env()
     assert env["HF_HUB_OFFLINE"] == "1"
     assert Path(env["TRITON_CACHE_DIR"]) == tmp_path / "triton_cache_dir"
+
+
+def test_an_engines_own_caches_join_only_when_its_template_names_them(
+    monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("CHUTES_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("VLLM_CACHE_ROOT", raising=False)
+    assert "VLLM_CACHE_ROOT" not in offline_env()  # the core names no engine
+    env = offline_env(["MYENGINE_CACHE"])
+    assert Path(env["MYENGINE_CACHE"]) == tmp_path / "myengine_cache"
+
+
+async def test_fetch_model_async_downloads_off_the_event_loop(monkeypatch, tmp_path) -> None:
+    import threading
+
+    from chutes_core.engines import hub as hub_module
+    from chutes_core.engines.hub import fetch_model_async
+
+    seen = []
+
+    def fetch(model, revision, **options):
+        seen.append((model, revision, options, threading.current_thread()))
+        return tmp_path
+
+    monkeypatch.setattr(hub_module, "fetch_model", fetch)
+    assert await fetch_model_async("org/model", "abc", attempts=1) == tmp_path
+    ((model, revision, options, thread),) = seen
+    assert (model, revision, options) == ("org/model", "abc", {"attempts": 1})
+    assert thread is not threading.main_thread()

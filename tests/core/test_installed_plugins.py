@@ -321,3 +321,16 @@ def test_the_conformance_kit_catches_a_heavy_import(clash_python) -> None:
     )
     assert light.returncode == 0, light.stderr
     assert light.stdout.strip() == "hello"
+
+
+def test_a_missing_documented_template_names_its_package(venv_python) -> None:
+    # The documented import names whose plugin is not chutes-<template>.
+    for template, distribution in [("diffusion", "diffusers"), ("embedding", "embeddings")]:
+        result = run(
+            venv_python,
+            "-c",
+            f"import chutes.chute.template.{template}",
+            CHUTES_DISABLE_PLUGINS=distribution,
+        )
+        assert result.returncode != 0
+        assert f"pip install chutes-{distribution}" in result.stderr

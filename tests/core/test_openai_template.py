@@ -14,22 +14,19 @@ import pytest
 
 from chutes.chute import Chute, NodeSelector
 from chutes_core.chute import ChutePack
-from chutes_core.engine import OpenAIServerEngine
-from chutes_core.errors import InvalidValueError
-from chutes_core.openai_template import (
-    OPENAI_ROUTES,
+from chutes_core.engines.devices import gpu_visible
+from chutes_core.engines.flags import (
     SERVER_FLAGS,
-    EngineLaunch,
-    OpenAIEngineTemplate,
-    TemplateHooks,
-    add_passthrough_cords,
-    check_revision,
-    chute_name_for,
     engine_args_to_flags,
     flag_names,
-    gpu_visible,
     standard_owned_flags,
 )
+from chutes_core.engines.hooks import TemplateHooks
+from chutes_core.engines.model import check_revision, chute_name_for
+from chutes_core.engines.process import OpenAIServerEngine
+from chutes_core.engines.routes import OPENAI_ROUTES, add_passthrough_cords
+from chutes_core.engines.template import EngineLaunch, OpenAIEngineTemplate
+from chutes_core.errors import InvalidValueError
 from chutes_core.plugins import PluginManager
 from chutes_core.testing import check_dockerfile
 from chutes_core.testing.running import free_port
@@ -296,7 +293,7 @@ def test_build_makes_a_pack_with_one_passthrough_cord_per_route(tmp_path) -> Non
 def test_template_hooks_give_the_image_and_the_egress_default(tmp_path) -> None:
     template = standin_template()
     manager = PluginManager(
-        entry_points=False, plugins=[("standin", TemplateHooks(template))]
+        entry_points=False, plugins=[("standin", TemplateHooks.for_engine(template))]
     ).load()
     assert manager.templates.get("standin").builder is template.builder()
     chute = template.builder()(username="me", model_name=str(tmp_path))
@@ -316,9 +313,8 @@ def test_template_hooks_give_the_image_and_the_egress_default(tmp_path) -> None:
 
 
 def test_template_hooks_refuse_a_reference_to_something_else() -> None:
-    hooks = TemplateHooks("chutes_core.openai_template:OPENAI_ROUTES")
     with pytest.raises(InvalidValueError, match="a reference to an OpenAIEngineTemplate"):
-        _ = hooks.template
+        TemplateHooks.for_engine("chutes_core.engines.routes:OPENAI_ROUTES")
 
 
 def test_add_passthrough_cords_on_any_chute() -> None:
@@ -329,7 +325,9 @@ def test_add_passthrough_cords_on_any_chute() -> None:
 
 async def test_served_chute_forwards_plain_streamed_and_get_requests(tmp_path) -> None:
     template = standin_template()
-    manager = PluginManager(entry_points=False, plugins=[("standin", TemplateHooks(template))])
+    manager = PluginManager(
+        entry_points=False, plugins=[("standin", TemplateHooks.for_engine(template))]
+    )
     pack = template.builder()(username="me", model_name=str(tmp_path), engine_args="--unknown 1")
     model = str(tmp_path)
     async with ChuteClient(pack, plugins=manager, dev=False) as client:
@@ -355,3 +353,12 @@ async def test_served_chute_forwards_plain_streamed_and_get_requests(tmp_path) -
         assert internal_models.json()["data"][0]["id"] == model
         errors = await client.post("/v1/completions", json={"model": "nope", "prompt": "a"})
         assert errors.status_code == 404 and "does not exist" in errors.text
+
+
+def test_the_builder_takes_the_upstream_positional_arguments(tmp_path) -> None:
+    build = standin_template().builder()
+    pack = build("me", str(tmp_path), NodeSelector(gpu_count=2), "org/prebuilt:1", "a tagline")
+    assert pack.chute.node_selector.gpu_count == 2 and pack.chute.image == "org/prebuilt:1"
+    assert pack.chute.tagline == "a tagline" and pack.chute.concurrency == 32
+    with pytest.raises(TypeError, match=r"build_standin_chute\(\).*'gpus'"):
+        build("me", str(tmp_path), gpus=2)

@@ -255,8 +255,11 @@ def test_missing_template_names_the_package_to_install() -> None:
     pm = manager()
     with pytest.raises(TemplateNotInstalledError, match="pip install chutes-vllm"):
         pm.templates.get("vllm")
+    with pytest.raises(TemplateNotInstalledError, match="pip install chutes-my-engine"):
+        pm.templates.get("my_engine")
+    # A caller that knows the plugin's name says so.
     with pytest.raises(ModuleNotFoundError, match="pip install chutes-diffusers"):
-        pm.templates.get("diffusion")
+        pm.templates.get("diffusion", distribution="chutes-diffusers")
 
 
 def test_startup_hooks_and_declared_cords_are_tagged_with_their_plugin() -> None:

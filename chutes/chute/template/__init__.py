@@ -19,10 +19,15 @@ from chutes_core.templates import get_template
 
 _PREFIX = __name__ + "."
 
+#: The documented template modules whose plugin's name is not ``chutes-<template>``,
+#: for the "pip install" hint when it is missing.
+_DISTRIBUTIONS = {"diffusion": "chutes-diffusers", "embedding": "chutes-embeddings"}
+
 
 class _TemplateLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        template = get_template(spec.name[len(_PREFIX) :])
+        name = spec.name[len(_PREFIX) :]
+        template = get_template(name, distribution=_DISTRIBUTIONS.get(name))
         source = importlib.import_module(template.module)
         # A view of the plugin's module: every public name it defines is reachable.
         module = types.ModuleType(spec.name, source.__doc__)

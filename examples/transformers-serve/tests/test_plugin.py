@@ -60,6 +60,10 @@ def test_image_installs_the_engine_unless_the_user_brings_one() -> None:
         build_transformers_serve_chute(username="me", model_name="/m/x", image=mine)
     )
     assert chosen is mine
+    prebuilt = manager.build_image(
+        build_transformers_serve_chute(username="me", model_name="/m/x", image="org/ts:1")
+    )
+    assert prebuilt == "org/ts:1"
 
 
 def test_bad_model_name_is_refused() -> None:

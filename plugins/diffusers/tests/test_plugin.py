@@ -43,6 +43,17 @@ def test_documented_import_path_egress_and_image() -> None:
     assert "diffusers==" in str(manager.build_image(chute))
 
 
+def test_an_image_the_chute_names_is_kept() -> None:
+    from chutes.chute.template.diffusion import build_diffusion_chute
+    from chutes_core import Image
+
+    manager = get_plugin_manager()
+    prebuilt = build_diffusion_chute("me", "art", "org/model", image="org/prebuilt:1")
+    assert manager.build_image(prebuilt) == "org/prebuilt:1"
+    own = Image(username="me", name="mine", tag="1")
+    assert manager.build_image(build_diffusion_chute("me", "art", "org/model", image=own)) is own
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

@@ -50,13 +50,23 @@ def test_the_image_installs_the_engine_pinned_unless_the_chute_names_one() -> No
     default = str(manager.build_image(build_embedding_chute(username="me", model_name="x/y")))
     assert default.startswith("FROM parachutes/python:3.12")
     for pin in ("torch==2.13.0", "sentence-transformers==6.2.0", "chutes-embeddings==0.1.0"):
-        assert f"'{pin}'" in default
+        assert pin in default.split()  # one shell word each
     assert "vllm" not in default
     on_vllm = build_embedding_chute(username="me", model_name="x/y", engine="vllm")
-    assert "'vllm==0.32.0'" in str(manager.build_image(on_vllm))
+    assert "vllm==0.32.0" in str(manager.build_image(on_vllm)).split()
     own = Image(username="me", name="mine", tag="1").from_base("python:3.12")
     named = build_embedding_chute(username="me", model_name="x/y", image=own)
     assert str(manager.build_image(named)) == str(own)
+
+
+@pytest.mark.parametrize("engine", ["sentence-transformers", "vllm"])
+def test_a_prebuilt_image_is_kept(engine) -> None:
+    from chutes.chute.template.embedding import build_embedding_chute
+
+    chute = build_embedding_chute(
+        username="me", model_name="x/y", engine=engine, image="org/prebuilt:1"
+    )
+    assert get_plugin_manager().build_image(chute) == "org/prebuilt:1"
 
 
 @pytest.mark.parametrize(

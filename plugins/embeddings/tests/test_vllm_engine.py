@@ -14,29 +14,38 @@ from chutes_core.errors import InvalidValueError
 from chutes_core.testing.running import run_chute, write_template_app
 
 
-def test_the_command_line_and_owned_flags() -> None:
-    from chutes_embeddings.vllm_engine import vllm_command
+def launch(engine_args: object, *, cpu: bool = True) -> object:
+    from chutes_embeddings.vllm_engine import VLLMPoolingEngine
 
-    from chutes_core.engine import OpenAIServerEngine
+    from chutes_core.engines.process import OpenAIServerEngine
+    from chutes_core.engines.template import EngineLaunch
 
-    engine = OpenAIServerEngine("vllm", port=10101, api_key="k")
-    argv = vllm_command(
-        "/models/m",
-        served="m",
-        engine=engine,
-        pooling_type="cls",
-        normalize=True,
-        max_embed_len=128,
-        enable_chunked_processing=False,
-        engine_args={"max_num_seqs": 8},
-        cpu=True,
+    template = VLLMPoolingEngine(
+        pooling_type="cls", normalize=True, max_embed_len=128, enable_chunked_processing=False
     )
+    flags = template.check_engine_args(engine_args, where="build_embedding_chute")
+    engine = OpenAIServerEngine("vllm", port=10101, api_key="k")
+    return template.command(
+        EngineLaunch(
+            model_path="/models/m",
+            served_model_name="m",
+            tensor_parallel_size=1,
+            engine=engine,
+            flags=flags,
+            cpu=cpu,
+        )
+    )
+
+
+def test_the_command_line_and_owned_flags() -> None:
+    argv = launch({"max_num_seqs": 8})
     assert argv[argv.index("--runner") + 1] == "pooling"
     assert (
         argv[argv.index("--pooler-config") + 1]
         == '{"use_activation": true, "seq_pooling_type": "CLS"}'
     )
     assert argv[argv.index("--max-model-len") + 1] == "128"
+    assert argv[argv.index("--served-model-name") + 1] == "m"
     assert "--enforce-eager" in argv and argv[-2:] == ["--max-num-seqs", "8"]
     from chutes.chute.template.embedding import build_embedding_chute
 
@@ -44,6 +53,13 @@ def test_the_command_line_and_owned_flags() -> None:
         build_embedding_chute(
             username="me", model_name="m", engine="vllm", engine_args="--runner generate"
         )
+
+
+def test_cpu_defaults_yield_to_the_users_flags() -> None:
+    argv = launch({"dtype": "bfloat16", "no_enforce_eager": True})
+    assert argv.count("--dtype") == 1 and argv[argv.index("--dtype") + 1] == "bfloat16"
+    assert "--enforce-eager" not in argv
+    assert "--dtype" not in launch(None, cpu=False)
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ import pytest
 from chutes_sglang.template import SGLANG, SGLangTemplate
 
 from chutes.chute import NodeSelector
-from chutes_core.engine import OpenAIServerEngine
-from chutes_core.openai_template import EngineLaunch, check_owned_flags, engine_args_to_flags
+from chutes_core.engines.flags import check_owned_flags, engine_args_to_flags
+from chutes_core.engines.process import OpenAIServerEngine
+from chutes_core.engines.template import EngineLaunch
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("sglang") is None, reason="SGLang is not installed"

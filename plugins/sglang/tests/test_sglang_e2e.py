@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 
-from chutes_core.openai_template import gpu_visible
+from chutes_core.engines.devices import gpu_visible
 
 pytestmark = [
     pytest.mark.gpu,

@@ -44,6 +44,8 @@ def test_image_installs_the_pinned_engine_unless_the_chute_brings_one(tmp_path) 
     own = Image(username="me", name="sglang-nightly", tag="1").run_command("pip install sglang")
     custom = build_sglang_chute(username="me", model_name=str(tmp_path), image=own)
     assert manager.build_image(custom) is own
+    prebuilt = build_sglang_chute(username="me", model_name=str(tmp_path), image="org/sglang:1")
+    assert manager.build_image(prebuilt) == "org/sglang:1"
 
 
 @pytest.mark.parametrize("flag", ["--tp 2", "--tp-size=2", "--model-path /x", "--api-key k"])

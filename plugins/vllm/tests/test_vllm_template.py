@@ -16,9 +16,10 @@ from chutes_vllm.template import VLLM, VLLM_VERSION, VLLMTemplate, build_vllm_ch
 
 from chutes.chute import NodeSelector
 from chutes_core import testing
-from chutes_core.engine import OpenAIServerEngine
+from chutes_core.engines.flags import check_owned_flags, flag_names
+from chutes_core.engines.process import OpenAIServerEngine
+from chutes_core.engines.template import EngineLaunch
 from chutes_core.errors import InvalidValueError
-from chutes_core.openai_template import EngineLaunch, check_owned_flags, flag_names
 from chutes_core.plugins import get_plugin_manager
 from chutes_core.testing.running import free_port
 from chutes_runtime.testing import ChuteClient
@@ -66,6 +67,11 @@ def test_the_default_image_pins_the_engine_the_extra_pins(tmp_path) -> None:
     testing.check_dockerfile(dockerfile)
     assert f"vllm=={VLLM_VERSION}" in dockerfile and "chutes-vllm==" in dockerfile
     assert f'vllm=={VLLM_VERSION}; extra == "engine"' in (requires("chutes-vllm") or [])
+
+
+def test_a_prebuilt_image_is_kept_not_replaced_by_a_plain_one(tmp_path) -> None:
+    chute = build_vllm_chute(username="me", model_name=str(tmp_path), image="org/prebuilt:1")
+    assert get_plugin_manager().build_image(chute) == "org/prebuilt:1"
 
 
 def test_a_hub_model_without_revision_is_refused_with_how_to_find_one() -> None:

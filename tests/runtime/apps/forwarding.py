@@ -3,7 +3,7 @@
 import os
 
 from chutes.chute import Chute
-from chutes_core.engine import OpenAIServerEngine
+from chutes_core.engines.process import OpenAIServerEngine
 
 PORT = int(os.environ["UPSTREAM_PORT"])
 chute = Chute(username="test", name="forwarding", concurrency=8)

@@ -228,7 +228,7 @@ def load_pipeline(source: str, *, revision: str | None, pipeline_args: dict[str,
     """The pipeline for ``source``: SDXL is tried first, then SD, then any DiffusionPipeline."""
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    from chutes_core.hub import fetch_model
+    from chutes_core.engines.hub import fetch_model
 
     device, dtype = device_and_dtype()
     args = _loader_args(pipeline_args, dtype)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chutes_core import hookimpl
+from chutes_core.engines.hooks import TemplateHooks
 
 if TYPE_CHECKING:
-    from chutes_core import Chute, Image
     from chutes_core.kernels import KernelRegister
-    from chutes_core.templates import TemplateRegister
 
 TEMPLATE = "diffusion"
+BUILDER = "chutes_diffusers.template:build_diffusion_chute"
+DESCRIPTION = "text-to-image with diffusers (SDXL, SD, ...)"
 #: What the default image installs: the versions this plugin is tested with. torch's
 #: Linux wheels bring CUDA and the matching Triton.
 IMAGE_PINS = (
@@ -25,15 +26,6 @@ IMAGE_PINS = (
 
 
 @hookimpl
-def register_templates(register: TemplateRegister) -> None:
-    from chutes_diffusers.template import build_diffusion_chute
-
-    register(
-        TEMPLATE, build_diffusion_chute, description="text-to-image with diffusers (SDXL, SD, ...)"
-    )
-
-
-@hookimpl
 def register_kernels(register: KernelRegister) -> None:
     register(
         "diffusion.to_uint8_nhwc",
@@ -43,22 +35,7 @@ def register_kernels(register: KernelRegister) -> None:
     )
 
 
-@hookimpl
-def egress_policy(chute: Chute) -> bool | None:
-    # Image chutes commonly fetch inputs (LoRAs, reference images): egress stays open.
-    return True if chute.standard_template == TEMPLATE else None
-
-
-@hookimpl
-def build_image(chute: Chute, image: Image | None) -> Image | None:
-    if chute.standard_template != TEMPLATE or image is not None:
-        return None
-    from chutes_core import Image
-    from chutes_diffusers import __version__
-
-    pins = " ".join(f"'{pin}'" for pin in (f"chutes-diffusers=={__version__}", *IMAGE_PINS))
-    return (
-        Image(username=chute.username, name=chute.name, tag=chute.revision or "latest")
-        .from_base("parachutes/python:3.12")
-        .run_command(f"pip install --no-cache-dir {pins}")
-    )
+# Image chutes commonly fetch inputs (LoRAs, reference images): egress stays open.
+register_templates, build_image, egress_policy = TemplateHooks(
+    TEMPLATE, BUILDER, description=DESCRIPTION, requirements=IMAGE_PINS, egress=True
+).hooks()

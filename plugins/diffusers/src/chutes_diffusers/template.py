@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, Response
+from typing_extensions import Unpack
 
-from chutes_core import Chute, ChutePack, Image, NodeSelector
+from chutes_core import Chute, ChutePack, NodeSelector
+from chutes_core.engines.settings import ChuteOptions, chute_from_settings, documents_settings
 from chutes_core.errors import InvalidValueError
 from chutes_core.validation import check_int
 from chutes_diffusers.schema import MAX_SIDE, MIN_SIDE, GenerationInput
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from chutes_diffusers.pipeline import Diffusion
 
 
+@documents_settings
 def build_diffusion_chute(
     username: str,
     name: str,
@@ -29,14 +32,8 @@ def build_diffusion_chute(
     pipeline_args: dict[str, Any] | None = None,
     revision: str | None = None,
     *,
-    image: str | Image | None = None,
-    tagline: str = "",
-    readme: str = "",
-    max_instances: int = 1,
-    scaling_threshold: float = 0.75,
-    shutdown_after_seconds: int = 300,
-    allow_external_egress: bool | None = None,
     max_pixels: int | None = None,
+    **settings: Unpack[ChuteOptions],
 ) -> ChutePack:
     """An image-generation chute for ``model_name_or_url``.
 
@@ -61,20 +58,16 @@ def build_diffusion_chute(
     args = dict(pipeline_args or {})
     if max_pixels is not None:
         check_int("max_pixels", max_pixels, low=MIN_SIDE * MIN_SIDE)
-    chute = Chute(
-        username=username,
+    chute = chute_from_settings(
+        "build_diffusion_chute",
+        username,
+        settings,
+        template="diffusion",
         name=name,
-        image=image,
-        tagline=tagline or f"{model_name_or_url} image generation",
-        readme=readme,
-        standard_template="diffusion",
         revision=revision,
         node_selector=node_selector,
         concurrency=concurrency,
-        max_instances=max_instances,
-        scaling_threshold=scaling_threshold,
-        shutdown_after_seconds=shutdown_after_seconds,
-        allow_external_egress=allow_external_egress,
+        tagline=f"{model_name_or_url} image generation",
     )
 
     @chute.on_startup()

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chutes_core import hookimpl
+from chutes_core.engines.hooks import TemplateHooks
 
 if TYPE_CHECKING:
-    from chutes_core import Chute, Image
+    from chutes_core import Chute
     from chutes_core.kernels import KernelRegister
-    from chutes_core.templates import TemplateRegister
 
 TEMPLATE = "embedding"
+BUILDER = "chutes_embeddings.template:build_embedding_chute"
+DESCRIPTION = "OpenAI /v1/embeddings with dynamic batching"
 #: What the default image installs for each engine: the versions tested. On a
 #: GPU host PyPI's torch is the CUDA build, and brings the triton it needs.
 ENGINE_PINS = {
@@ -25,13 +27,9 @@ ENGINE_PINS = {
 }
 
 
-@hookimpl
-def register_templates(register: TemplateRegister) -> None:
-    from chutes_embeddings.template import build_embedding_chute
-
-    register(
-        TEMPLATE, build_embedding_chute, description="OpenAI /v1/embeddings with dynamic batching"
-    )
+def engine_pins(chute: Chute) -> tuple[str, ...]:
+    """What the default image installs besides chutes and this plugin: the chute's engine."""
+    return ENGINE_PINS[getattr(chute.state, "embedding_engine", "sentence-transformers")]
 
 
 @hookimpl
@@ -44,24 +42,7 @@ def register_kernels(register: KernelRegister) -> None:
     )
 
 
-@hookimpl
-def egress_policy(chute: Chute) -> bool | None:
-    # Weights are fetched during startup; serving embeddings needs no network.
-    return False if chute.standard_template == TEMPLATE else None
-
-
-@hookimpl
-def build_image(chute: Chute, image: Image | None) -> Image | None:
-    if chute.standard_template != TEMPLATE or image is not None:
-        return None
-    from chutes_core import Image, __version__
-    from chutes_embeddings import __version__ as plugin_version
-
-    engine = getattr(chute.state, "embedding_engine", "sentence-transformers")
-    pins = (*ENGINE_PINS[engine], f"chutes=={__version__}", f"chutes-embeddings=={plugin_version}")
-    return (
-        Image(username=chute.username, name=chute.name, tag=chute.revision or "latest")
-        .from_base("parachutes/python:3.12")
-        .with_env("PYTHONUNBUFFERED", "1")
-        .run_command("pip install --no-cache-dir " + " ".join(f"'{pin}'" for pin in pins))
-    )
+# Weights are fetched during startup; serving embeddings needs no network.
+register_templates, build_image, egress_policy = TemplateHooks(
+    TEMPLATE, BUILDER, description=DESCRIPTION, requirements=engine_pins, egress=False
+).hooks()

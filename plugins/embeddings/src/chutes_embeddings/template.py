@@ -10,11 +10,13 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from typing_extensions import Unpack
 
-from chutes_core import Chute, ChutePack, Image, NodeSelector
+from chutes_core import Chute, ChutePack
+from chutes_core.engines.hub import fetch_model_async
+from chutes_core.engines.model import chute_name_for
+from chutes_core.engines.settings import ChuteSettings, chute_from_settings, documents_settings
 from chutes_core.errors import InvalidValueError
-from chutes_core.hub import fetch_model
-from chutes_core.openai_template import chute_name_for
 from chutes_core.validation import check_bool, check_int, check_number
 from chutes_embeddings import pooling as poolings
 from chutes_embeddings.schema import EmbeddingRequest, EmbeddingResponse, ModelList
@@ -23,22 +25,12 @@ ENGINES = ("sentence-transformers", "transformers", "vllm")
 VLLM_PORT = 10101
 
 
+@documents_settings
 def build_embedding_chute(
     username: str,
     model_name: str,
-    node_selector: NodeSelector | None = None,
     *,
-    revision: str | None = None,
-    name: str | None = None,
     served_model_name: str | None = None,
-    image: str | Image | None = None,
-    tagline: str = "",
-    readme: str = "",
-    concurrency: int = 32,
-    max_instances: int = 1,
-    scaling_threshold: float = 0.75,
-    shutdown_after_seconds: int = 300,
-    allow_external_egress: bool | None = None,
     pooling_type: str = "auto",
     normalize: bool = True,
     max_embed_len: int | None = None,
@@ -48,6 +40,7 @@ def build_embedding_chute(
     max_inputs: int = 2048,
     engine: str = "sentence-transformers",
     engine_args: dict[str, Any] | str | None = None,
+    **settings: Unpack[ChuteSettings],
 ) -> ChutePack:
     """An OpenAI-compatible embeddings chute for ``model_name`` (a hub name or a local path).
 
@@ -55,7 +48,8 @@ def build_embedding_chute(
     or ``transformers``) or in vLLM's pooling server (``vllm``). Inputs longer
     than ``max_embed_len`` tokens (default: the model's limit) are refused,
     unless the request sets ``truncate`` or ``enable_chunked_processing`` is
-    on, in which case they are embedded in chunks and averaged.
+    on, in which case they are embedded in chunks and averaged. ``engine_args``
+    are vLLM flags (``engine="vllm"`` only); ``concurrency`` defaults to 32.
     """
     if not isinstance(model_name, str) or not model_name.strip():
         raise InvalidValueError("model_name", model_name, "a hub model name or a local path")
@@ -72,39 +66,33 @@ def build_embedding_chute(
     if engine != "vllm" and engine_args is not None:
         raise InvalidValueError("engine_args", engine_args, "only used with engine='vllm'")
     served = served_model_name or model_name.rstrip("/").rsplit("/", 1)[-1]
-    chute = Chute(
-        username=username,
-        name=name or chute_name_for(served, default="embeddings"),
-        image=image,
-        tagline=tagline or f"{served} embeddings (OpenAI API)",
-        readme=readme,
-        standard_template="embedding",
-        revision=revision,
-        node_selector=node_selector,
-        concurrency=concurrency,
-        max_instances=max_instances,
-        scaling_threshold=scaling_threshold,
-        shutdown_after_seconds=shutdown_after_seconds,
-        allow_external_egress=allow_external_egress,
+    revision = settings.get("revision")
+    vllm = None
+    if engine == "vllm":
+        from chutes_embeddings.vllm_engine import VLLMPoolingEngine
+
+        # In the order of its fields: how vLLM pools, then its port.
+        vllm = VLLMPoolingEngine(
+            pooling_type, normalize, max_embed_len, enable_chunked_processing, VLLM_PORT
+        )
+        # Checked now, so that a bad flag fails where the chute is defined.
+        flags = vllm.check_engine_args(engine_args, where="build_embedding_chute")
+    chute = chute_from_settings(
+        "build_embedding_chute",
+        username,
+        settings,
+        template="embedding",
+        name=settings.get("name") or chute_name_for(served, default="embeddings"),
+        tagline=f"{served} embeddings (OpenAI API)",
+        concurrency=32,
     )
     chute.state.embedding_engine = engine  # the image the plugin builds depends on it
     names = {served, model_name}
     created = int(time.time())
 
-    if engine == "vllm":
-        from chutes_embeddings.vllm_engine import add_vllm_engine
-
-        return add_vllm_engine(
-            chute,
-            model_name=model_name,
-            revision=revision,
-            served=served,
-            pooling_type=pooling_type,
-            normalize=normalize,
-            max_embed_len=max_embed_len,
-            enable_chunked_processing=enable_chunked_processing,
-            engine_args=engine_args,
-            port=VLLM_PORT,
+    if vllm is not None:
+        return vllm.serve(
+            chute, model_name, revision=revision, flags=flags, served_model_name=served
         )
 
     @chute.on_startup()
@@ -112,7 +100,7 @@ def build_embedding_chute(
         from chutes_embeddings.batcher import Batcher
         from chutes_embeddings.model import EmbeddingModel, Input
 
-        path = await asyncio.to_thread(fetch_model, model_name, revision)
+        path = await fetch_model_async(model_name, revision)
         pooling, why = poolings.choose(pooling_type, model_name, Path(path))
         self.logger.info("pooling: %s (%s)", pooling, why)
         self.embedder = await asyncio.to_thread(

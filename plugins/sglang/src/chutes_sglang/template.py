@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from chutes_core.openai_template import EngineLaunch, OpenAIEngineTemplate, standard_owned_flags
+from chutes_core.engines.flags import standard_owned_flags
+from chutes_core.engines.images import pinned_requirement
+from chutes_core.engines.template import EngineLaunch, OpenAIEngineTemplate
 
-__all__ = ["SGLANG", "SGLANG_VERSION", "SGLangTemplate", "build_sglang_chute"]
+__all__ = ["SGLANG", "SGLANG_REQUIREMENT", "SGLANG_VERSION", "SGLangTemplate", "build_sglang_chute"]
 
-#: The SGLang release the default image installs.
-SGLANG_VERSION = "0.5.23"
+#: What the default image installs: the ``engine`` extra's pin.
+SGLANG_REQUIREMENT = pinned_requirement("chutes-sglang", "sglang")
+SGLANG_VERSION = SGLANG_REQUIREMENT.rpartition("==")[2]
 
 
 class SGLangTemplate(OpenAIEngineTemplate):
@@ -18,7 +21,7 @@ class SGLangTemplate(OpenAIEngineTemplate):
 
     name = "sglang"
     description = "SGLang behind OpenAI-compatible cords"
-    engine_requirement = f"sglang=={SGLANG_VERSION}"
+    engine_requirement = SGLANG_REQUIREMENT
     # --tp is no flag of SGLang's, but argparse would expand it to --tp-size.
     owned_flags = standard_owned_flags(
         model=["--model-path", "--model"],

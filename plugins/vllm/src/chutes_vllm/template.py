@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 
-from chutes_core.openai_template import (
-    OPENAI_ROUTES,
-    EngineLaunch,
-    OpenAIEngineTemplate,
-    OpenAIRoute,
-    standard_owned_flags,
-)
+from chutes_core.engines.flags import standard_owned_flags
+from chutes_core.engines.images import pinned_requirement
+from chutes_core.engines.routes import OPENAI_ROUTES, OpenAIRoute
+from chutes_core.engines.template import EngineLaunch, OpenAIEngineTemplate
 
-__all__ = ["VLLM", "VLLM_VERSION", "VLLMTemplate", "build_vllm_chute"]
+__all__ = ["VLLM", "VLLM_REQUIREMENT", "VLLM_VERSION", "VLLMTemplate", "build_vllm_chute"]
 
-#: The vLLM release the default image installs (and the one tested).
-VLLM_VERSION = "0.32.0"
+#: What the default image installs (and what is tested): the ``engine`` extra's pin.
+VLLM_REQUIREMENT = pinned_requirement("chutes-vllm", "vllm")
+VLLM_VERSION = VLLM_REQUIREMENT.rpartition("==")[2]
 
 TOKENIZE = OpenAIRoute("tokenize", "/tokenize", doc="Token ids of a prompt or of chat messages.")
 DETOKENIZE = OpenAIRoute("detokenize", "/detokenize", doc="The text of a list of token ids.")
@@ -39,11 +37,12 @@ class VLLMTemplate(OpenAIEngineTemplate):
 
     name = "vllm"
     description = "vLLM behind OpenAI-compatible cords"
-    engine_requirement = f"vllm=={VLLM_VERSION}"
+    engine_requirement = VLLM_REQUIREMENT
     owned_flags = standard_owned_flags(
         model=["--model"], tensor_parallel=["--tensor-parallel-size", "-tp"]
     )
     routes = (*OPENAI_ROUTES, TOKENIZE, DETOKENIZE)
+    cache_env = ("VLLM_CACHE_ROOT",)
 
     def command(self, launch: EngineLaunch) -> list[str]:
         cpu_defaults = launch.unless_given(["--dtype", "float32"], ["--enforce-eager"])

@@ -1,14 +1,14 @@
 """Running an engine that serves an OpenAI-compatible API as a subprocess.
 
-This is the shared machinery of the vLLM and SGLang plugins, public so that a
-third party can build ``chutes-<their-engine>`` the same way::
+The driver under :class:`~chutes_core.engines.template.OpenAIEngineTemplate`,
+which every engine plugin builds on. Used alone, it goes::
 
     engine = OpenAIServerEngine("myengine", port=10101)
 
     @chute.on_startup()
     async def start(self):
-        path = fetch_model(model_name, revision)
-        await engine.start(self, ["myengine-server", "--model", path, *engine.server_flags()])
+        path = await fetch_model_async(model_name, revision)
+        await engine.start(self, ["myengine-server", "--model", str(path), *engine.server_flags()])
 
     @chute.on_shutdown()
     async def stop(self):

@@ -1,6 +1,7 @@
 """Fetching model weights: a local path as-is, a hub name with retries.
 
-Templates call :func:`fetch_model` in a startup hook. Downloads go through
+Templates await :func:`fetch_model_async` in a startup hook (the download
+runs in a thread, so the liveness probe keeps answering). Downloads go through
 ``huggingface_hub.snapshot_download`` (its progress bars show in the log),
 retried with backoff; afterwards the engine runs with ``HF_HUB_OFFLINE=1``
 so it never reaches the hub itself.
@@ -8,17 +9,21 @@ so it never reaches the hub itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from chutes_core.errors import ChutesError
 
 log = logging.getLogger("chutes.hub")
 
-#: Caches engines write (compiled kernels and the like), kept beside the weights.
-CACHE_ENV = ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "VLLM_CACHE_ROOT")
+#: Caches every torch-based engine writes (compiled kernels), kept beside the weights.
+#: A template adds its engine's own (see ``OpenAIEngineTemplate.cache_env``).
+CACHE_ENV = ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def is_local(model: str) -> bool:
@@ -68,6 +73,11 @@ def fetch_model(
     raise ChutesError(f"could not download {model!r} at revision {revision!r}: {last}") from last
 
 
+async def fetch_model_async(model: str, revision: str | None = None, **options: Any) -> Path:
+    """:func:`fetch_model` in a worker thread: for startup hooks, which run on the event loop."""
+    return await asyncio.to_thread(fetch_model, model, revision, **options)
+
+
 def _permanent(exc: Exception) -> bool:
     name = type(exc).__name__
     return name in {
@@ -78,15 +88,16 @@ def _permanent(exc: Exception) -> bool:
     }
 
 
-def offline_env() -> dict[str, str]:
+def offline_env(cache_env: Iterable[str] = ()) -> dict[str, str]:
     """Environment for an engine that must not reach the hub.
 
-    Engine caches (compiled kernels and the like) go under ``CHUTES_CACHE_DIR``
-    (default ``~/.cache/chutes``) unless already set, so they persist beside the
-    downloaded weights rather than in a temporary directory.
+    Engine caches (:data:`CACHE_ENV` and the engine's own ``cache_env``
+    variables) go under ``CHUTES_CACHE_DIR`` (default ``~/.cache/chutes``)
+    unless already set, so they persist beside the downloaded weights rather
+    than in a temporary directory.
     """
     root = Path(os.environ.get("CHUTES_CACHE_DIR") or Path.home() / ".cache" / "chutes")
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    for name in CACHE_ENV:
+    for name in (*CACHE_ENV, *cache_env):
         env[name] = os.environ.get(name) or str(root / name.lower())
     return env
