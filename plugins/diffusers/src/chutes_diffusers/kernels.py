@@ -10,6 +10,7 @@ reading any strides. Registered as ``diffusion.to_uint8_nhwc``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -30,9 +31,7 @@ def to_uint8_nhwc_torch(
     return torch.floor(unit * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-_kernel: Any = None
-
-
+@functools.cache  # compiled once, on first use
 def _compile() -> Any:
     import triton
     import triton.language as tl
@@ -70,9 +69,6 @@ def _compile() -> Any:
 def to_uint8_nhwc_triton(
     images: torch.Tensor, *, low: float = -1.0, high: float = 1.0
 ) -> torch.Tensor:
-    global _kernel
-    if _kernel is None:
-        _kernel = _compile()
     import triton
 
     scale, shift = _affine(low, high)
@@ -82,7 +78,7 @@ def to_uint8_nhwc_triton(
     if total == 0:
         return out
     block = 1024
-    _kernel[(triton.cdiv(total, block),)](
+    _compile()[(triton.cdiv(total, block),)](
         images, out, total, c, h, w, *images.stride(), scale, shift, BLOCK=block
     )
     return out

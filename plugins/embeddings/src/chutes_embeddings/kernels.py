@@ -9,6 +9,7 @@ input dtype, so fp16 models lose no precision here. Registered as
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -25,9 +26,7 @@ def mean_pool_normalize_torch(
     return pooled
 
 
-_kernel: Any = None
-
-
+@functools.cache  # compiled once, on first use
 def _compile() -> Any:
     import triton
     import triton.language as tl
@@ -91,9 +90,6 @@ def _compile() -> Any:
 def mean_pool_normalize_triton(
     hidden: torch.Tensor, mask: torch.Tensor, normalize: bool = True
 ) -> torch.Tensor:
-    global _kernel
-    if _kernel is None:
-        _kernel = _compile()
     import triton
 
     batch, tokens, features = hidden.shape
@@ -101,7 +97,7 @@ def mean_pool_normalize_triton(
     if batch == 0:
         return out
     block_f = min(triton.next_power_of_2(features), 256)
-    _kernel[(batch,)](
+    _compile()[(batch,)](
         hidden,
         mask,
         out,
