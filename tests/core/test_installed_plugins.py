@@ -119,7 +119,7 @@ def run(python: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str
 
 
 def test_plugins_json_lists_the_installed_plugin_and_the_failure(venv_python) -> None:
-    result = run(venv_python, "-m", "chutes_core.cli", "plugins", "--json")
+    result = run(venv_python, "-m", "chutes_cli", "plugins", "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     (hello,) = [p for p in document["plugins"] if p["name"] == "hello"]
@@ -162,7 +162,7 @@ def test_disabling_the_broken_plugin_silences_it(venv_python) -> None:
     result = run(
         venv_python,
         "-m",
-        "chutes_core.cli",
+        "chutes_cli",
         "plugins",
         "--json",
         CHUTES_DISABLE_PLUGINS="broken",
@@ -171,7 +171,7 @@ def test_disabling_the_broken_plugin_silences_it(venv_python) -> None:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["failures"] == [] and document["skipped"] == ["broken"]
-    only = run(venv_python, "-m", "chutes_core.cli", "plugins", "--json", CHUTES_PLUGINS="hello")
+    only = run(venv_python, "-m", "chutes_cli", "plugins", "--json", CHUTES_PLUGINS="hello")
     assert [p["name"] for p in json.loads(only.stdout)["plugins"]] == ["hello"]
 
 

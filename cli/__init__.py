@@ -14,17 +14,17 @@ from typing import Any
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["run"] and not {"--help", "-h"} & set(args):
-        from chutes_core.cli import run
+        from chutes_cli import run
 
         raise SystemExit(run.main(args[1:]))
-    from chutes_core.cli.commands import app
+    from chutes_cli.commands import app
 
     app()
 
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from chutes_core.cli.commands import app
+        from chutes_cli.commands import app
 
         return app
     raise AttributeError(name)

@@ -20,7 +20,7 @@ CPU_ONLY_ENV = "CHUTES_RAY_CPU_ONLY"
 @contextmanager
 def platform(config_path: Path | None, command: str) -> Iterator[Any]:
     """A platform client; any platform error becomes one line and exit status 1."""
-    from chutes_core.platform import PlatformClient, PlatformConfig, PlatformError
+    from chutes_cli.platform import PlatformClient, PlatformConfig, PlatformError
 
     try:
         with PlatformClient(PlatformConfig.load(config_path)) as client:
@@ -109,8 +109,8 @@ def deploy(
         )
         return
 
-    from chutes_core.cli.build import confirm
-    from chutes_core.platform import PlatformError, chute_payload
+    from chutes_cli.build import confirm
+    from chutes_cli.platform import PlatformError, chute_payload
     from chutes_core.refs import RefError, load_ref
 
     try:

@@ -1,4 +1,4 @@
-"""The typer application behind ``chutes`` (see :func:`chutes_core.cli.main`)."""
+"""The typer application behind ``chutes`` (see :func:`chutes_cli.main`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from chutes_core.cli import build as _build
-from chutes_core.cli import deploy as _deploy
-from chutes_core.cli import plugins as _plugins
-from chutes_core.cli import run as _run_options
+from chutes_cli import build as _build
+from chutes_cli import deploy as _deploy
+from chutes_cli import plugins as _plugins
+from chutes_cli import run as _run_options
 
 app = typer.Typer(
     name="chutes",
