@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from chutes_core import builtin, hookspecs
+from chutes_core.deploy_targets import DeployTargetRegistry
 from chutes_core.errors import PluginConflictError, PluginError
 from chutes_core.kernels import KernelRegistry
 from chutes_core.templates import TemplateRegistry
@@ -124,6 +125,7 @@ class PluginManager:
         self._pm.add_hookspecs(hookspecs)
         self.templates = TemplateRegistry()
         self.kernels = KernelRegistry()
+        self.deploy_targets = DeployTargetRegistry()
         self.failures: list[PluginFailure] = []
         self.skipped: list[str] = []
         self._loaded: list[_Loaded] = []
@@ -204,12 +206,16 @@ class PluginManager:
         try:
             self._call_registration(item.name, "register_templates", self.templates.register_for)
             self._call_registration(item.name, "register_kernels", self.kernels.register_for)
+            self._call_registration(
+                item.name, "register_deploy_targets", self.deploy_targets.register_for
+            )
         except PluginConflictError:
             raise
         except Exception as exc:
             self._pm.unregister(name=item.name)
             self.templates.drop_plugin(item.name)
             self.kernels.drop_plugin(item.name)
+            self.deploy_targets.drop_plugin(item.name)
             self._fail(item.name, item.target, f"registration failed: {type(exc).__name__}: {exc}")
             return
         self._loaded.append(item)

@@ -8,6 +8,7 @@ import typer
 
 from chutes_cli import build as _build
 from chutes_cli import deploy as _deploy
+from chutes_cli import platform_commands as _platform
 from chutes_cli import plugins as _plugins
 from chutes_cli import run as _run_options
 
@@ -32,5 +33,7 @@ def run(
 
 
 app.command("build")(_build.build)
-_deploy.register(app, app.command)
+app.command("deploy", **_deploy.PASS_THROUGH)(_deploy.deploy)
+app.command("undeploy", **_deploy.PASS_THROUGH)(_deploy.undeploy)
+_platform.register(app, app.command)
 app.command("plugins")(_plugins.plugins)

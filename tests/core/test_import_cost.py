@@ -45,6 +45,16 @@ def test_cli_help_has_no_engine_and_no_fastapi() -> None:
     assert not names & {*HEAVY, "fastapi", "uvicorn"}, sorted(names & {*HEAVY, "fastapi"})
 
 
+def test_cli_help_loads_no_plugin() -> None:
+    # Deploy targets come from plugins, but only `chutes deploy` needs them.
+    names = imported_modules(
+        "import sys; sys.argv = ['chutes', '--help']\n"
+        "from chutes_cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    assert not names & {"stevedore", "pluggy"}, sorted(names & {"stevedore", "pluggy"})
+
+
 def test_cli_help_lists_commands() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "chutes_cli", "--help"], capture_output=True, text=True
