@@ -43,7 +43,7 @@ class Cluster:
 
     def chutes(self, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "chutes_core.cli", *args],
+            [sys.executable, "-m", "chutes_cli", *args],
             cwd=cwd,
             env={**self.env, **env},
             capture_output=True,
@@ -128,7 +128,7 @@ def local_urls() -> Iterator[dict[str, str]]:
         port = free_port()
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "chutes_core.cli", "run", ref, "--port", str(port)],
+                [sys.executable, "-m", "chutes_cli", "run", ref, "--port", str(port)],
                 cwd=cwd,
                 env=env,
                 stdout=subprocess.DEVNULL,
