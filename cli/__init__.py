@@ -1,8 +1,12 @@
-"""The ``chutes`` command line.
+"""The ``chutes`` command line (``chutes_cli``, in ``cli/``): the commands, the
+image build (:mod:`chutes_cli.image_build`), the platform client
+(:mod:`chutes_cli.platform`) and the built-in ``platform`` deploy target.
 
+It sits on top: it imports the runtime and the core, and neither imports it.
 Each command imports what it needs inside its body, so ``chutes --help``
-stays fast and never imports an engine. ``chutes run`` starts every
-container, so it is parsed without building the rest of the CLI at all.
+stays fast, never imports an engine and loads no plugin. ``chutes run``
+starts every container, so it is parsed without building the rest of the
+CLI at all.
 """
 
 from __future__ import annotations
