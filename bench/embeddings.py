@@ -62,7 +62,7 @@ def run() -> dict[str, float]:
         [
             PYTHON,
             "-m",
-            "chutes_core.cli",
+            "chutes_cli",
             "run",
             "chutes_embeddings.demo:chute",
             "--port",

@@ -29,7 +29,7 @@ def systems() -> dict[str, tuple[list[str], str, str]]:
     )
     port = free_port()
     chosen["chutes"] = (
-        [PYTHON, "-m", "chutes_core.cli", "run", "trivial:chute", "--port", str(port)],
+        [PYTHON, "-m", "chutes_cli", "run", "trivial:chute", "--port", str(port)],
         f"http://127.0.0.1:{port}/_chutes/ready",
         f"http://127.0.0.1:{port}/echo",
     )

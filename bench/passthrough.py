@@ -85,7 +85,7 @@ def run() -> dict[str, float]:
                 [
                     PYTHON,
                     "-m",
-                    "chutes_core.cli",
+                    "chutes_cli",
                     "run",
                     "forward:chute",
                     "--port",

@@ -5,8 +5,8 @@ A plugin is a module (or object) named by an entry point in the
 of the same name decorated by :data:`hookimpl`, taking any subset of the
 arguments listed here. Hooks are called by the host, never by plugins.
 
-Registration hooks (``register_templates``, ``register_kernels``) receive a
-``register`` callback instead of returning a value, so their signatures can
+Registration hooks (``register_templates``, ``register_kernels``,
+``register_deploy_targets``) receive a ``register`` callback instead of returning a value, so their signatures can
 grow new keyword arguments without breaking plugins.
 
 The other hooks are called for **every chute** the host builds or serves,
@@ -30,6 +30,7 @@ import pluggy
 if TYPE_CHECKING:
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord, LifecycleHook
+    from chutes_core.deploy_targets import DeployTargetRegister
     from chutes_core.image import Image
     from chutes_core.kernels import KernelRegister
     from chutes_core.passthrough import UpstreamRequest
@@ -69,6 +70,22 @@ def register_kernels(register: KernelRegister) -> None:
     register disables both, as for templates.
 
     :param register: the callback that records a kernel.
+    """
+
+
+@hookspec
+def register_deploy_targets(register: DeployTargetRegister) -> None:
+    """Register the deploy targets this plugin provides.
+
+    Called once, when plugins are loaded. Call ``register(name, target)`` for
+    each target: ``target`` is a :class:`~chutes_core.deploy_targets.DeployTarget`
+    instance and ``name`` what ``chutes deploy REF --target NAME`` takes; the
+    target's ``options`` become that command's flags. Keep the target's module
+    light (import its client library inside ``deploy``). Two plugins
+    registering the same name is reported and neither is used under it; the
+    built-in ``platform`` target keeps its name.
+
+    :param register: the callback that records a deploy target.
     """
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from chutes_core import builtin, hookspecs
+from chutes_core.deploy_targets import DeployTargetRegistry
 from chutes_core.errors import PluginConflictError, PluginError
 from chutes_core.kernels import KernelRegistry
 from chutes_core.templates import TemplateRegistry
@@ -139,6 +140,7 @@ class PluginManager:
             _trace_hook_calls(self._pm)
         self.templates = TemplateRegistry()
         self.kernels = KernelRegistry()
+        self.deploy_targets = DeployTargetRegistry()
         self.failures: list[PluginFailure] = []
         #: Installed plugins left out by CHUTES_PLUGINS / CHUTES_DISABLE_PLUGINS.
         self.skipped: list[str] = []
@@ -227,6 +229,7 @@ class PluginManager:
             for hook_name, registry in (
                 ("register_templates", self.templates),
                 ("register_kernels", self.kernels),
+                ("register_deploy_targets", self.deploy_targets),
             ):
                 if hook_name in implemented:
                     self._own_hook(item, hook_name)(register=registry.register_for(item.name))
@@ -258,6 +261,7 @@ class PluginManager:
             self._pm.unregister(name=item.name)
             self.templates.drop_plugin(item.name)
             self.kernels.drop_plugin(item.name)
+            self.deploy_targets.drop_plugin(item.name)
         self._fail(item.name, item.target, error, item.distribution)
 
     def _fail(

@@ -20,7 +20,7 @@ if "site-packages" not in chutes_core.__file__:
     sys.exit(f"chutes_core came from {chutes_core.__file__}, not an installed wheel")
 
 listing = subprocess.run(
-    [sys.executable, "-m", "chutes_core.cli", "plugins", "--json"],
+    [sys.executable, "-m", "chutes_cli", "plugins", "--json"],
     capture_output=True,
     text=True,
     check=True,
@@ -41,7 +41,7 @@ for template in get_plugin_manager().templates:
     print(f"template {template.name}: {builder.__module__}.{builder.__name__}")
 
 help_text = subprocess.run(
-    [sys.executable, "-m", "chutes_core.cli", "--help"], capture_output=True, text=True, check=True
+    [sys.executable, "-m", "chutes_cli", "--help"], capture_output=True, text=True, check=True
 ).stdout
 assert "run" in help_text and "plugins" in help_text
 # Package data: the egress sitecustomize must ship in the runtime wheel.

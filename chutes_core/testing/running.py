@@ -87,7 +87,7 @@ def run_chute(
     """Serve ``ref`` with ``chutes run`` until the block ends; the log goes to ``cwd/host.log``."""
     port = free_port()
     log_path = Path(cwd) / "host.log"
-    argv = [sys.executable, "-m", "chutes_core.cli", "run", ref, "--port", str(port)]
+    argv = [sys.executable, "-m", "chutes_cli", "run", ref, "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [*argv, "--dev"] if dev else argv,

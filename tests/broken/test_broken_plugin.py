@@ -53,7 +53,7 @@ def test_the_host_warns_and_keeps_serving(tmp_path: Path) -> None:
     log = tmp_path / "host.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chutes_core.cli", "run", "survivor:chute", "--port", str(port)],
+            [sys.executable, "-m", "chutes_cli", "run", "survivor:chute", "--port", str(port)],
             cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -83,7 +83,7 @@ def test_strict_mode_fails_naming_the_plugin(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "chutes_core.cli",
+            "chutes_cli",
             "run",
             "survivor:chute",
             "--port",

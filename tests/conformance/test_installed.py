@@ -28,7 +28,7 @@ def test_expected_plugins_load_without_failures() -> None:
     if expected is None:
         pytest.skip("CHUTES_EXPECT_PLUGINS is not set for this run")
     result = subprocess.run(
-        [sys.executable, "-m", "chutes_core.cli", "plugins", "--json"],
+        [sys.executable, "-m", "chutes_cli", "plugins", "--json"],
         capture_output=True,
         text=True,
         check=True,

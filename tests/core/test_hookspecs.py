@@ -22,6 +22,7 @@ def test_the_contract_has_the_designed_hooks() -> None:
         "egress_policy",
         "register_templates",
         "register_kernels",
+        "register_deploy_targets",
     }
 
 

@@ -39,15 +39,25 @@ def test_sdk_import_has_no_engine() -> None:
 def test_cli_help_has_no_engine_and_no_fastapi() -> None:
     names = imported_modules(
         "import sys; sys.argv = ['chutes', '--help']\n"
-        "from chutes_core.cli import main\n"
+        "from chutes_cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass"
     )
     assert not names & {*HEAVY, "fastapi", "uvicorn"}, sorted(names & {*HEAVY, "fastapi"})
 
 
+def test_cli_help_loads_no_plugin() -> None:
+    # Deploy targets come from plugins, but only `chutes deploy` needs them.
+    names = imported_modules(
+        "import sys; sys.argv = ['chutes', '--help']\n"
+        "from chutes_cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    assert not names & {"stevedore", "pluggy"}, sorted(names & {"stevedore", "pluggy"})
+
+
 def test_cli_help_lists_commands() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "chutes_core.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "chutes_cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     for command in ("run", "plugins"):
@@ -57,7 +67,7 @@ def test_cli_help_lists_commands() -> None:
 def test_chutes_run_skips_the_full_cli() -> None:
     names = imported_modules(
         "import sys; sys.argv = ['chutes', 'run', 'no_such_module:chute']\n"
-        "from chutes_core.cli import main\n"
+        "from chutes_cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass"
     )
     assert not names & {"typer", "rich", "click"}, sorted(names & {"typer", "rich", "click"})
@@ -66,8 +76,8 @@ def test_chutes_run_skips_the_full_cli() -> None:
 def test_the_fast_run_parser_matches_the_cli() -> None:
     import typer.main
 
-    from chutes_core.cli import app
-    from chutes_core.cli.run import parser
+    from chutes_cli import app
+    from chutes_cli.run import parser
 
     command = typer.main.get_command(app).commands["run"]
     cli = {param.name: param.default for param in command.params}

@@ -176,7 +176,7 @@ def run(python: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str
 
 
 def test_plugins_json_lists_the_installed_plugin_and_the_failure(venv_python) -> None:
-    result = run(venv_python, "-m", "chutes_core.cli", "plugins", "--json")
+    result = run(venv_python, "-m", "chutes_cli", "plugins", "--json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     (hello,) = [p for p in document["plugins"] if p["name"] == "hello"]
@@ -219,7 +219,7 @@ def test_disabling_the_broken_plugin_silences_it(venv_python) -> None:
     result = run(
         venv_python,
         "-m",
-        "chutes_core.cli",
+        "chutes_cli",
         "plugins",
         "--json",
         CHUTES_DISABLE_PLUGINS="broken",
@@ -228,7 +228,7 @@ def test_disabling_the_broken_plugin_silences_it(venv_python) -> None:
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["failures"] == [] and document["skipped"] == ["broken"]
-    only = run(venv_python, "-m", "chutes_core.cli", "plugins", "--json", CHUTES_PLUGINS="hello")
+    only = run(venv_python, "-m", "chutes_cli", "plugins", "--json", CHUTES_PLUGINS="hello")
     assert [p["name"] for p in json.loads(only.stdout)["plugins"]] == ["hello"]
 
 
@@ -251,7 +251,7 @@ def test_a_missing_template_names_the_package(venv_python) -> None:
 
 def test_a_name_in_chutes_plugins_that_is_not_installed_is_reported(venv_python) -> None:
     result = run(
-        venv_python, "-m", "chutes_core.cli", "plugins", "--json", CHUTES_PLUGINS="hello,nothere"
+        venv_python, "-m", "chutes_cli", "plugins", "--json", CHUTES_PLUGINS="hello,nothere"
     )
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
@@ -262,7 +262,7 @@ def test_a_name_in_chutes_plugins_that_is_not_installed_is_reported(venv_python)
 
 
 def test_a_template_clash_is_listed_and_the_host_keeps_serving(clash_python, tmp_path) -> None:
-    listed = run(clash_python, "-m", "chutes_core.cli", "plugins", "--json")
+    listed = run(clash_python, "-m", "chutes_cli", "plugins", "--json")
     assert listed.returncode == 0, listed.stderr
     document = json.loads(listed.stdout)
     assert sorted(p["name"] for p in document["failures"]) == ["hello", "hello_too"]

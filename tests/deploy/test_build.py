@@ -10,8 +10,8 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from typer.testing import CliRunner
 
-from chutes_core.build import plan_build
-from chutes_core.cli import app
+from chutes_cli import app
+from chutes_cli.image_build import plan_build
 from chutes_core.errors import ChutesError
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from chutes_core.cli import app
+from chutes_cli import app
 
 SEEDS = Path(__file__).resolve().parents[1] / "seeds"
 

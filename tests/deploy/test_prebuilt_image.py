@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chutes_core.build import plan_build
+from chutes_cli.image_build import plan_build
 from chutes_core.errors import ChutesError
 from chutes_core.plugins import get_plugin_manager
 

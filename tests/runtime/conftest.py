@@ -1,6 +1,6 @@
 """Fixtures for tests that serve chutes with `chutes run` over real HTTP on loopback.
 
-Every server is a `python -m chutes_core.cli run REF` subprocess in its own
+Every server is a `python -m chutes_cli run REF` subprocess in its own
 process group, with its output in a log file; teardown kills whatever is left
 of the group, so no test leaves a process behind.
 """
@@ -111,7 +111,7 @@ def start(
     environ.update({"HF_HUB_OFFLINE": "1", "CHUTES_GRACE_SECONDS": "20", **(env or {})})
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chutes_core.cli", "run", ref, "--port", str(port), *args],
+            [sys.executable, "-m", "chutes_cli", "run", ref, "--port", str(port), *args],
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ from .conftest import APPS, wait_for
 def run_cli(*args: str, cwd=APPS, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     return subprocess.run(
-        [sys.executable, "-m", "chutes_core.cli", "run", *args, "--port", "1"],
+        [sys.executable, "-m", "chutes_cli", "run", *args, "--port", "1"],
         cwd=cwd,
         capture_output=True,
         text=True,

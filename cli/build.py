@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from chutes_core.build import BuildPlan
+    from chutes_cli.image_build import BuildPlan
 
 SHOWN_FILES = 50
 
@@ -62,7 +62,7 @@ def build(
     """Build the chute's image: with docker/podman (--local) or on the platform."""
     from rich.console import Console
 
-    from chutes_core.build import plan_build
+    from chutes_cli.image_build import plan_build
     from chutes_core.errors import ChutesError
 
     console = Console(soft_wrap=True)
@@ -91,7 +91,7 @@ def build(
 def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> None:
     import tempfile
 
-    from chutes_core.build import local_builder, run_local_build
+    from chutes_cli.image_build import local_builder, run_local_build
     from chutes_core.errors import ChutesError
 
     builder = local_builder()
@@ -120,7 +120,7 @@ def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> No
 def _build_on_platform(
     plan: BuildPlan, *, public: bool, wait: bool, config_path: Path | None, console: Console
 ) -> None:
-    from chutes_core.platform import PlatformClient, PlatformConfig, PlatformError
+    from chutes_cli.platform import PlatformClient, PlatformConfig, PlatformError
 
     image = plan.image
     try:

@@ -1,4 +1,4 @@
-"""The typer application behind ``chutes`` (see :func:`chutes_core.cli.main`)."""
+"""The typer application behind ``chutes`` (see :func:`chutes_cli.main`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Annotated
 
 import typer
 
-from chutes_core.cli import build as _build
-from chutes_core.cli import deploy as _deploy
-from chutes_core.cli import plugins as _plugins
-from chutes_core.cli import run as _run_options
+from chutes_cli import build as _build
+from chutes_cli import deploy as _deploy
+from chutes_cli import platform_commands as _platform
+from chutes_cli import plugins as _plugins
+from chutes_cli import run as _run_options
 
 app = typer.Typer(
     name="chutes",
@@ -32,5 +33,7 @@ def run(
 
 
 app.command("build")(_build.build)
-_deploy.register(app, app.command)
+app.command("deploy", **_deploy.PASS_THROUGH)(_deploy.deploy)
+app.command("undeploy", **_deploy.PASS_THROUGH)(_deploy.undeploy)
+_platform.register(app, app.command)
 app.command("plugins")(_plugins.plugins)

@@ -9,21 +9,28 @@ import typer
 
 
 def plugins(
+    ctx: typer.Context,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a stable JSON document instead of a table.")
     ] = False,
 ) -> None:
-    """List installed plugins with their hooks, templates and kernels, and any load failures."""
+    """List installed plugins (hooks, templates, kernels, deploy targets) and load failures."""
+    from chutes_cli.deploy import installed_targets
     from chutes_core.plugins import PluginManager
 
     # Failures are shown below; strict mode is for hosts, not for listing.
-    manager = PluginManager(strict=False).load()
+    manager = ctx.obj if isinstance(ctx.obj, PluginManager) else PluginManager(strict=False)
+    manager.load()
     infos = manager.info()
+    targets = installed_targets(manager)  # with the built-in one, which wins a clash
     if as_json:
         document = {
-            "plugins": [info.to_dict() for info in infos],
+            "plugins": [
+                {**info.to_dict(), "deploy_targets": targets.by_plugin(info.name)} for info in infos
+            ],
             "failures": [failure.to_dict() for failure in manager.failures],
             "skipped": sorted(manager.skipped),
+            "deploy_target_clashes": targets.clashes,
         }
         typer.echo(json.dumps(document, indent=2, sort_keys=True))
         return
@@ -33,7 +40,7 @@ def plugins(
 
     console = Console()
     table = Table(title="chutes plugins")
-    for column in ("plugin", "distribution", "hooks", "templates", "kernels"):
+    for column in ("plugin", "distribution", "hooks", "templates", "kernels", "deploy targets"):
         table.add_column(column)
     for info in infos:
         dist = f"{info.distribution} {info.version}" if info.distribution else "-"
@@ -47,6 +54,7 @@ def plugins(
             )
             or "-",
             ", ".join(info.kernels) or "-",
+            ", ".join(targets.by_plugin(info.name)) or "-",
         )
     if infos:
         console.print(table)
@@ -54,5 +62,11 @@ def plugins(
         console.print("No plugins installed. Try: pip install chutes-embeddings")
     for failure in manager.failures:
         console.print(f"[bold red]failed[/] {failure.name} ({failure.target}): {failure.error}")
+    for name, owners in targets.clashes.items():
+        console.print(
+            f"[bold red]clash[/] deploy target {name!r} is registered by "
+            f"{' and '.join(owners)}: "
+            + ("the built-in one is used" if name in targets else "neither is used")
+        )
     for name in sorted(manager.skipped):
         console.print(f"[dim]skipped {name} (CHUTES_PLUGINS / CHUTES_DISABLE_PLUGINS)[/]")

@@ -2,7 +2,7 @@
 
 This module imports no CLI framework: ``chutes run`` starts every container,
 so :func:`main` parses it with argparse. The typer command in
-:mod:`chutes_core.cli.commands` takes the same options (a test keeps them in
+:mod:`chutes_cli.commands` takes the same options (a test keeps them in
 step) and serves ``chutes run --help``.
 """
 

@@ -1,6 +1,6 @@
 """Chutes on a real local Ray Serve instance: same answers as `chutes run`, knobs mapped.
 
-Runs in the `ray` nox session (Ray Serve and the embeddings plugin installed).
+Runs in the `plugin(name='ray')` nox session (with the embeddings plugin installed too).
 The module starts one Ray head, through `chutes deploy` itself (no address
 given, so it starts a local head on a free port), and stops that head's
 process group at the end.
@@ -26,10 +26,11 @@ from chutes_core.testing.running import free_port
 
 # Ray is imported later, by chutes, after it has set what a loopback-only cluster needs.
 if importlib.util.find_spec("ray") is None:
-    pytest.skip("needs chutes[ray]", allow_module_level=True)
+    pytest.skip("needs Ray Serve (chutes-ray's dependency)", allow_module_level=True)
 
 HERE = Path(__file__).resolve().parent
-SEEDS = HERE.parent / "seeds"
+#: The repository's seed chutes (the same example the core suite uses).
+SEEDS = HERE.parents[2] / "tests" / "seeds"
 APPS = HERE / "apps"
 HAS_EMBEDDINGS = importlib.util.find_spec("chutes_embeddings") is not None
 needs_embeddings = pytest.mark.skipif(not HAS_EMBEDDINGS, reason="needs chutes-embeddings")
@@ -43,7 +44,7 @@ class Cluster:
 
     def chutes(self, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "chutes_core.cli", *args],
+            [sys.executable, "-m", "chutes_cli", *args],
             cwd=cwd,
             env={**self.env, **env},
             capture_output=True,
@@ -128,7 +129,7 @@ def local_urls() -> Iterator[dict[str, str]]:
         port = free_port()
         processes.append(
             subprocess.Popen(
-                [sys.executable, "-m", "chutes_core.cli", "run", ref, "--port", str(port)],
+                [sys.executable, "-m", "chutes_cli", "run", ref, "--port", str(port)],
                 cwd=cwd,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -150,7 +151,7 @@ def local_urls() -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="module")
 def serve_configs(cluster: Cluster) -> dict[str, dict]:
     """The deployment configs read back from Serve (from this test process)."""
-    from chutes_core.deploy_ray import deployed_config
+    from chutes_ray.serve import deployed_config
 
     names = ["example", "minilm-ray"] if HAS_EMBEDDINGS else ["example"]
     try:
@@ -248,8 +249,9 @@ def test_undeploy_removes_the_application(cluster) -> None:
 
 
 def test_gpu_count_maps_to_num_gpus() -> None:
+    from chutes_ray.serve import deployment_options
+
     from chutes.chute import Chute, NodeSelector
-    from chutes_core.deploy_ray import deployment_options
 
     chute = Chute(
         username="me", name="big", node_selector=NodeSelector(gpu_count=4), concurrency=10
@@ -260,7 +262,7 @@ def test_gpu_count_maps_to_num_gpus() -> None:
 
 def test_ray_imported_too_early_is_a_clear_error_not_a_hang() -> None:
     # Ray then resolves a loopback cluster to the LAN address and waits there for minutes.
-    code = "import ray\nfrom chutes_core.deploy_ray import connect\nconnect('127.0.0.1:9')\n"
+    code = "import ray\nfrom chutes_ray.cluster import connect\nconnect('127.0.0.1:9')\n"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120

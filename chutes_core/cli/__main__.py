@@ -1,3 +1,0 @@
-from chutes_core.cli import main
-
-main()

@@ -1,0 +1,3 @@
+from chutes_cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Chutes on Ray Serve: the ``ray`` deploy target (``chutes deploy REF --target ray``)."""
