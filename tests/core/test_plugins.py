@@ -222,3 +222,46 @@ def test_passthrough_hooks_adjust_forwarded_requests() -> None:
     pm.passthrough(Chute(username="me", name="x"), None, request)
     assert request.headers == {"authorization": "Bearer secret"}
     assert request.url == "http://127.0.0.1:10101/v1/models"
+
+
+def test_implementers_lists_installed_plugins_in_call_order_without_the_builtin() -> None:
+    # Only the built-in answers passthrough_headers, and nothing answers passthrough.
+    assert manager().implementers("passthrough_headers") == []
+    assert manager().implementers("passthrough") == []
+
+    @hookimpl
+    def first(chute, cord, request):
+        pass
+
+    @hookimpl
+    def second(chute, cord, request):
+        pass
+
+    pm = manager(("a", plugin("a", passthrough=first)), ("b", plugin("b", passthrough=second)))
+    # pluggy calls the later-registered plugin first.
+    assert pm.implementers("passthrough") == ["b", "a"]
+
+
+def test_passthrough_headers_merge_with_the_first_answer_winning() -> None:
+    from chutes_core.cord import Cord
+
+    def forwarded(self):
+        """A passthrough cord."""
+
+    cord = Cord(forwarded, passthrough=True, passthrough_port=10101)
+    chute = Chute(username="me", name="x")
+    assert manager().passthrough_headers(chute, cord) == {}  # no engine: nothing built in
+
+    @hookimpl
+    def low(chute, cord):
+        return {"X-Team": "low", "x-only-low": "1"}
+
+    @hookimpl
+    def high(cord):  # any subset of the arguments
+        return {"x-team": "high"}
+
+    pm = manager(
+        ("low", plugin("low", passthrough_headers=low)),
+        ("high", plugin("high", passthrough_headers=high)),
+    )
+    assert pm.passthrough_headers(chute, cord) == {"x-team": "high", "x-only-low": "1"}
