@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord
     from chutes_core.image import Image
-    from chutes_core.passthrough import UpstreamRequest
 
 NAME = "builtin"
 
@@ -42,8 +41,9 @@ def egress_policy(chute: Chute) -> bool:
 
 
 @hookimpl(trylast=True)
-def passthrough(chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
-    """Requests forwarded to an engine started with OpenAIServerEngine carry its API key."""
+def passthrough_headers(chute: Chute, cord: Cord) -> dict[str, str] | None:
+    """Requests forwarded to an engine attached with OpenAIServerEngine carry its API key."""
     engine = getattr(chute.state, "engine", None)
-    if engine is not None and request.port == getattr(engine, "port", None):
-        request.headers["authorization"] = f"Bearer {engine.api_key}"
+    if engine is not None and cord.passthrough_port == getattr(engine, "port", None):
+        return {"authorization": f"Bearer {engine.api_key}"}
+    return None

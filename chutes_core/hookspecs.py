@@ -131,13 +131,30 @@ def on_startup(chute: Chute) -> list[LifecycleHook] | LifecycleHook | None:
 
 
 @hookspec
+def passthrough_headers(chute: Chute, cord: Cord) -> dict[str, str] | None:
+    """Return headers that every request ``cord`` forwards carries, or ``None``.
+
+    Called once per passthrough cord, when routes are mounted at startup
+    (after the startup hooks ran, so an engine they started is known), so
+    headers cost nothing per request. Names are lower-cased. When several
+    plugins answer the same header, the first answer in call order wins;
+    installed plugins are called before the built-in, which answers
+    ``authorization: Bearer <key>`` for cords forwarding to the port of an
+    engine attached with ``OpenAIServerEngine``. The per-request
+    ``passthrough`` hooks run after these headers are set.
+    """
+
+
+@hookspec
 def passthrough(chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
     """Adjust a request that a passthrough cord is about to forward.
 
-    Called for every request any chute's passthrough cord forwards, so keep
-    it cheap and leave requests of other plugins' chutes alone. ``request`` is
-    mutable: add headers (an engine's API key), or change ``request.path``
-    or ``request.port``. The body is streamed and cannot be changed here.
+    Called for every request any chute's passthrough cord forwards, and only
+    when an installed plugin implements it, so keep it cheap and leave requests
+    of other plugins' chutes alone; headers known at startup belong in
+    ``passthrough_headers``. ``request`` is mutable: add headers, or change
+    ``request.path`` or ``request.port``. The body is streamed and cannot be
+    changed here.
     """
 
 

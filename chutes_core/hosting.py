@@ -4,7 +4,7 @@ Dependencies run one way: the runtime imports the core, never the reverse.
 Yet the SDK has to serve a chute (``Chute.run_local()``) and deploy targets
 have to build the ASGI app a replica serves. Both ask :func:`get_runtime`,
 which finds the installed host through the ``chutes.runtime`` entry-point
-group (the ``chutes`` distribution names ``chutes_runtime.host``). A plugin
+group (the ``chutes`` distribution names ``chutes_runtime.hosting``). A plugin
 that needs the app calls ``get_runtime().build_app(chute)``; it never
 imports ``chutes_runtime``.
 """

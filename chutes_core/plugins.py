@@ -336,8 +336,30 @@ class PluginManager:
         return hooks
 
     def passthrough(self, chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
-        """Let plugins adjust a forwarded request (the built-in adds an engine's API key)."""
+        """Let installed plugins adjust a forwarded request (see :meth:`implementers`)."""
         self._pm.hook.passthrough(chute=chute, cord=cord, request=request)
+
+    def passthrough_headers(self, chute: Chute, cord: Cord) -> dict[str, str]:
+        """Headers every request ``cord`` forwards carries; resolved once, at mount time.
+
+        Where plugins answer the same header, the first answer in call order wins.
+        """
+        self.load()
+        headers: dict[str, str] = {}
+        for answer in self._pm.hook.passthrough_headers(chute=chute, cord=cord):
+            for name, value in answer.items():
+                headers.setdefault(name.lower(), str(value))
+        return headers
+
+    def implementers(self, hook_name: str) -> list[str]:
+        """Names of the installed plugins implementing ``hook_name``, in call order.
+
+        The built-in is left out, so the host can skip a per-request hook that
+        no installed plugin implements.
+        """
+        self.load()
+        impls = getattr(self._pm.hook, hook_name).get_hookimpls()
+        return [impl.plugin_name for impl in reversed(impls) if impl.plugin_name != builtin.NAME]
 
     def egress_policy(self, chute: Chute) -> bool:
         """Whether ``chute`` may reach beyond loopback after startup.

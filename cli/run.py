@@ -19,7 +19,7 @@ DEFAULT_PORT = 8000
 
 
 def serve(ref: str, host: str, port: int, dev: bool) -> int:
-    from chutes_runtime.host import serve_ref
+    from chutes_runtime.server import serve_ref
 
     return int(serve_ref(ref, host=host, port=port, dev=dev))
 

@@ -4,21 +4,24 @@ One pooled aiohttp client session per host (its connection pool stays cheap
 per request however many connections are open, unlike httpx's). Request and
 response bodies are streamed in both directions; when the client goes away
 mid-response the upstream connection is closed, so the engine sees the
-disconnect and can abort the work. Upstream errors keep their status and body.
+disconnect and can abort the work. Upstream errors keep their status and body;
+the forwarder's own failures (502 unreachable, 504 timed out, 500 otherwise)
+answer ``{"detail": ..., "request_id": ...}``, the shape of a failed cord.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from chutes_core.passthrough import UpstreamRequest
+from chutes_runtime import logs
 
 if TYPE_CHECKING:
     import aiohttp
@@ -50,11 +53,21 @@ RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
 SMALL_BODY = 256 * 1024
 
 
+#: The one forwarding path of a cord: FastAPI calls it as the route's endpoint, and
+#: the host calls it directly when the chute has no middleware (see dispatch).
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 class Forwarder:
+    """Forwards the passthrough cords of one chute, over one pooled client session."""
+
     def __init__(self, chute: Chute, plugins: PluginManager) -> None:
         self.chute = chute
         self.plugins = plugins
         self._session: aiohttp.ClientSession | None = None
+        self._handlers: dict[str, Handler] = {}
+        # Per-request hooks only when an installed plugin has one: most chutes pay nothing.
+        self._adjust = plugins.passthrough if plugins.implementers("passthrough") else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -74,30 +87,52 @@ class Forwarder:
             await self._session.close()
             self._session = None
 
-    def endpoint(self, cord: Cord) -> Callable[[Request], Any]:
+    def handler(self, cord: Cord) -> Handler:
+        """The handler forwarding ``cord``'s requests, made once per cord.
+
+        The headers plugins add (an engine's API key) are resolved here, at
+        mount time. Whatever fails answers 500 in the same shape as a failed
+        cord (``detail`` and ``request_id``), whichever way the request came in.
+        """
+        made = self._handlers.get(cord.name)
+        if made is not None:
+            return made
+        assert cord.passthrough_port is not None and cord.passthrough_path is not None
+        added = self.plugins.passthrough_headers(self.chute, cord)
+        # The engine route's own method: the internal path is always POST, even
+        # for a GET route such as /v1/models.
+        target = UpstreamRequest(
+            method=cord.method, path=cord.passthrough_path, port=cord.passthrough_port
+        )
+
         async def forward(request: Request) -> Response:
-            return await self.forward(cord, request)
+            try:
+                return await self._forward(cord, target, added, request)
+            except Exception as exc:
+                log.exception("passthrough cord %s failed", cord.name)
+                return error_response(
+                    500, f"cord {cord.name!r} failed: {type(exc).__name__}: {exc}"
+                )
 
         forward.__name__ = cord.name
+        self._handlers[cord.name] = forward
         return forward
 
-    async def forward(self, cord: Cord, request: Request) -> Response:
+    async def _forward(
+        self, cord: Cord, target: UpstreamRequest, added: dict[str, str], request: Request
+    ) -> Response:
         import aiohttp
 
-        assert cord.passthrough_port is not None and cord.passthrough_path is not None
         headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP}
         # Otherwise the client library would ask for gzip the caller never asked for.
         headers.setdefault("accept-encoding", "identity")
-        # The engine route's own method: the internal path is always POST, even
-        # for a GET route such as /v1/models.
+        headers.update(added)  # the client's own authorization never reaches the engine
+        query = request.scope["query_string"].decode("latin-1")
         upstream = UpstreamRequest(
-            method=cord.method,
-            path=cord.passthrough_path,
-            port=cord.passthrough_port,
-            query=request.scope["query_string"].decode("latin-1"),
-            headers=headers,
+            target.method, target.path, target.port, query=query, headers=headers
         )
-        self.plugins.passthrough(self.chute, cord, upstream)
+        if self._adjust is not None:
+            self._adjust(self.chute, cord, upstream)
         has_body = upstream.method not in ("GET", "HEAD") and (
             "content-length" in headers or "transfer-encoding" in request.headers
         )
@@ -158,7 +193,11 @@ async def _close(response: aiohttp.ClientResponse) -> None:
 def _unavailable(status: int, cord: Cord, upstream: UpstreamRequest, exc: Exception) -> Response:
     log.warning("passthrough %s -> %s failed: %s", cord.name, upstream.url, exc)
     reason = "timed out" if status == 504 else "is not reachable"
-    return JSONResponse(
-        {"detail": f"upstream for cord {cord.name!r} on port {upstream.port} {reason}: {exc}"},
-        status_code=status,
+    return error_response(
+        status, f"upstream for cord {cord.name!r} on port {upstream.port} {reason}: {exc}"
     )
+
+
+def error_response(status: int, detail: str) -> Response:
+    """The body of every forwarding failure: the cause and the request id."""
+    return JSONResponse({"detail": detail, "request_id": logs.request_id.get()}, status)

@@ -63,7 +63,7 @@ def mount_cords(
                     f"a path outside {RESERVED_PREFIX}/, which the host uses",
                 )
             if cord.passthrough:
-                endpoint = forwarder.endpoint(cord)
+                endpoint = forwarder.handler(cord)
                 chute.add_api_route(
                     path, endpoint, methods=[method], name=cord.name, include_in_schema=True
                 )
@@ -71,6 +71,13 @@ def mount_cords(
                 _add_cord_route(chute, cord, path, method)
             paths[path] = cord.name
     return paths
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """The chute's handler of last resort: the cause and the request id, as JSON."""
+    return JSONResponse(
+        {"detail": f"{type(exc).__name__}: {exc}", "request_id": logs.request_id.get()}, 500
+    )
 
 
 def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:

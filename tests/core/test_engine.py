@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from chutes.chute import Chute
+from chutes_core.cord import Cord
 from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
-from chutes_core.passthrough import UpstreamRequest
 from chutes_core.plugins import PluginManager
 from chutes_core.testing.running import free_port
 
@@ -147,12 +147,16 @@ def test_passthrough_requests_to_the_engine_carry_its_key() -> None:
     engine, chute, _ = engine_and_chute()
     engine.attach(chute)
     manager = PluginManager(entry_points=False).load()
-    to_engine = UpstreamRequest(method="POST", path="/v1/completions", port=engine.port)
-    manager.passthrough(chute, None, to_engine)
-    assert to_engine.headers == {"authorization": f"Bearer {engine.api_key}"}
-    elsewhere = UpstreamRequest(method="POST", path="/x", port=engine.port + 1)
-    manager.passthrough(chute, None, elsewhere)
-    assert elsewhere.headers == {}
+
+    def forwarded(self):
+        """A passthrough cord."""
+
+    to_engine = Cord(forwarded, passthrough=True, passthrough_port=engine.port)
+    assert manager.passthrough_headers(chute, to_engine) == {
+        "authorization": f"Bearer {engine.api_key}"
+    }
+    elsewhere = Cord(forwarded, passthrough=True, passthrough_port=engine.port + 1)
+    assert manager.passthrough_headers(chute, elsewhere) == {}
 
 
 def test_generated_keys_never_look_like_a_flag() -> None:

@@ -18,6 +18,7 @@ def test_the_contract_has_the_designed_hooks() -> None:
         "build_image",
         "declare_cords",
         "on_startup",
+        "passthrough_headers",
         "passthrough",
         "egress_policy",
         "register_templates",

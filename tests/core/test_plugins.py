@@ -326,3 +326,46 @@ def test_builders_import_from_chutes_templates_as_the_api_reference_shows(monkey
         from chutes.templates import build_vllm_chute  # noqa: F401
     with pytest.raises(ImportError, match="nothing_here"):
         from chutes.templates import nothing_here  # noqa: F401
+
+
+def test_implementers_lists_installed_plugins_in_call_order_without_the_builtin() -> None:
+    # Only the built-in answers passthrough_headers, and nothing answers passthrough.
+    assert manager().implementers("passthrough_headers") == []
+    assert manager().implementers("passthrough") == []
+
+    @hookimpl
+    def first(chute, cord, request):
+        pass
+
+    @hookimpl
+    def second(chute, cord, request):
+        pass
+
+    pm = manager(("a", plugin("a", passthrough=first)), ("b", plugin("b", passthrough=second)))
+    # pluggy calls the later-registered plugin first.
+    assert pm.implementers("passthrough") == ["b", "a"]
+
+
+def test_passthrough_headers_merge_with_the_first_answer_winning() -> None:
+    from chutes_core.cord import Cord
+
+    def forwarded(self):
+        """A passthrough cord."""
+
+    cord = Cord(forwarded, passthrough=True, passthrough_port=10101)
+    chute = Chute(username="me", name="x")
+    assert manager().passthrough_headers(chute, cord) == {}  # no engine: nothing built in
+
+    @hookimpl
+    def low(chute, cord):
+        return {"X-Team": "low", "x-only-low": "1"}
+
+    @hookimpl
+    def high(cord):  # any subset of the arguments
+        return {"x-team": "high"}
+
+    pm = manager(
+        ("low", plugin("low", passthrough_headers=low)),
+        ("high", plugin("high", passthrough_headers=high)),
+    )
+    assert pm.passthrough_headers(chute, cord) == {"x-team": "high", "x-only-low": "1"}

@@ -1,0 +1,117 @@
+"""Serving with uvicorn: ``chutes run``, signals, and the event loop.
+
+SIGTERM or SIGINT turns the host unready and starts a graceful drain
+(``CHUTES_GRACE_SECONDS``, 30 by default); the process then exits with the
+host's exit code (uvicorn would re-raise the signal, killing the process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from chutes_core.chute import Chute
+from chutes_core.refs import RefError, load_ref
+from chutes_runtime import logs
+from chutes_runtime.host import Host
+
+__all__ = ["event_loop", "serve", "serve_ref"]
+
+log = logging.getLogger("chutes.runtime")
+
+
+def serve(
+    chute: Chute,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dev: bool = False,
+    log_level: str | None = None,
+) -> int:
+    """Serve until stopped; returns the process exit code."""
+    import uvicorn
+
+    app = Host(chute, dev=dev, wait_for_startup=False)
+    app.address = f"http://{host}:{port}"
+    try:
+        loop = event_loop(app.decide_egress())
+    except Exception as exc:  # plugins that conflict, or fail under CHUTES_STRICT_PLUGINS
+        log.error("startup failed: %s", exc)
+        return 1
+    grace = int(float(os.environ.get("CHUTES_GRACE_SECONDS", "30")))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=grace,
+        log_level=(log_level or "info").lower(),
+    )
+    server = _draining_server(config, app)
+    app.attach_server(server)
+    log.info(
+        "chute %s/%s on http://%s:%d (%s mode)",
+        chute.username,
+        chute.name,
+        host,
+        port,
+        "dev" if dev else "production",
+    )
+    server.run()
+    if app.exit_code:
+        return int(app.exit_code)
+    if not server.started:
+        return 1
+    return 0
+
+
+def serve_ref(ref: str, *, host: str = "127.0.0.1", port: int = 8000, dev: bool = False) -> int:
+    """``chutes run``: load the reference and serve it; returns the exit code."""
+    logs.configure()
+    try:
+        chute = load_ref(ref)
+    except RefError as exc:
+        print(f"chutes run: {exc}", file=sys.stderr)
+        return 2
+    return serve(chute, host=host, port=port, dev=dev)
+
+
+def event_loop(egress_allowed: bool) -> str:
+    """The uvicorn event loop for a chute with this egress policy.
+
+    uvloop opens connections in C, out of sight of the audit hooks the egress
+    lock relies on, so a chute whose egress will be locked runs on asyncio's own.
+    """
+    return "auto" if egress_allowed else "asyncio"
+
+
+def _draining_server(config: Any, host: Host) -> Any:
+    """uvicorn's server, with SIGTERM/SIGINT turning the host unready before the drain."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                log.info("received %s: draining in-flight requests", signal.Signals(sig).name)
+                host.set_unready("shutting down")
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server(config)
