@@ -38,10 +38,14 @@ def pytest(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole tree."""
-    install(session, "ruff>=0.6")
+    """ruff over the tree, and import-linter's contracts: CLI -> runtime -> core, plugins -> core."""
+    install(session, "ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The contracts read source only: install every package, none of their dependencies.
+    projects = [".", *[f"plugins/{n}" for n in PLUGINS], *[f"examples/{n}" for n in EXAMPLES]]
+    session.install("--no-deps", *[arg for project in projects for arg in ("-e", project)])
+    session.run("lint-imports")
 
 
 @nox.session
