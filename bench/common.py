@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from chutes_core.testing.running import free_port as free_port  # for the figures
+from chutes_testing.running import free_port as free_port  # for the figures
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"

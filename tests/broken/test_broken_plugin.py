@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_core.testing.running import free_port
+from chutes_testing.running import free_port
 
 pytestmark = pytest.mark.skipif(
     subprocess.run(

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from chutes_core import testing
+import chutes_testing as testing
 from chutes_core.plugins import PluginManager
 
 MANAGER = PluginManager(strict=False).load()

@@ -6,8 +6,9 @@ import types
 
 import pytest
 
+import chutes_testing as testing
 from chutes.chute import Chute
-from chutes_core import hookimpl, testing
+from chutes_core import hookimpl
 from chutes_core.plugins import PluginManager
 
 

@@ -19,7 +19,7 @@ from chutes.chute import Chute
 from chutes_core.cord import Cord
 from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
 from chutes_core.plugins import PluginManager
-from chutes_core.testing.running import free_port
+from chutes_testing.running import free_port
 
 STANDIN = str(Path(__file__).with_name("engine_standin.py"))
 

@@ -282,7 +282,7 @@ def test_a_template_clash_is_listed_and_the_host_keeps_serving(clash_python, tmp
     script = textwrap.dedent(
         """
         import os, httpx
-        from chutes_core.testing.running import run_chute
+        from chutes_testing.running import run_chute
         with run_chute("plain:chute", cwd=os.getcwd()) as chute:
             print(httpx.get(chute.url + "/ping").json())
         """
@@ -310,14 +310,14 @@ def test_a_template_clash_is_listed_and_the_host_keeps_serving(clash_python, tmp
 
 def test_the_conformance_kit_catches_a_heavy_import(clash_python) -> None:
     result = run(
-        clash_python, "-c", "from chutes_core import testing; testing.check_plugin('heavy')"
+        clash_python, "-c", "import chutes_testing as testing; testing.check_plugin('heavy')"
     )
     assert result.returncode != 0
     assert "ConformanceError: importing chutes_heavy imports torch" in result.stderr
     light = run(
         clash_python,
         "-c",
-        "from chutes_core import testing; print(testing.check_plugin('hello').name)",
+        "import chutes_testing as testing; print(testing.check_plugin('hello').name)",
     )
     assert light.returncode == 0, light.stderr
     assert light.stdout.strip() == "hello"

@@ -1,6 +1,6 @@
 """The shared template for OpenAI-compatible engines: flags, revision, cords, serving.
 
-Serving runs a stand-in engine (chutes_core.testing.openai_standin); the
+Serving runs a stand-in engine (chutes_testing.openai_standin); the
 real engines are exercised by their plugins' suites.
 """
 
@@ -28,9 +28,9 @@ from chutes_core.engines.routes import OPENAI_ROUTES, add_passthrough_cords
 from chutes_core.engines.template import EngineLaunch, OpenAIEngineTemplate
 from chutes_core.errors import InvalidValueError
 from chutes_core.plugins import PluginManager
-from chutes_core.testing import check_dockerfile
-from chutes_core.testing.running import free_port
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
+from chutes_testing.conformance import check_dockerfile
+from chutes_testing.running import free_port
 
 OWNED = {**SERVER_FLAGS, "--model": "model_name", "--tensor-parallel-size": "gpus", "-tp": "gpus"}
 
@@ -49,7 +49,7 @@ class StandinTemplate(OpenAIEngineTemplate):
         return [
             sys.executable,
             "-m",
-            "chutes_core.testing.openai_standin",
+            "chutes_testing.openai_standin",
             "--model",
             launch.served_model_name,
             *launch.engine.server_flags(),

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from chutes_core.testing import check_dockerfile
+from chutes_testing.conformance import check_dockerfile
 
 
 def test_custom_chute_example(seeds_path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_core.testing.running import free_port
+from chutes_testing.running import free_port
 
 APPS = Path(__file__).with_name("apps")
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from chutes.chute import Chute
 from chutes_core.cord import Cord
 from chutes_core.plugins import PluginManager
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 
 class Prompt(BaseModel):

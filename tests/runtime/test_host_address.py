@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chutes_core import Chute
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 APP = """
 import logging

@@ -13,7 +13,7 @@ import pytest
 
 from chutes_core.chute import Chute
 from chutes_runtime import jobs
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 
 def test_next_due_follows_the_cron_expression() -> None:

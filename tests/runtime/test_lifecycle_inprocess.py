@@ -9,10 +9,10 @@ import pytest
 from chutes.chute import Chute
 from chutes_core.cord import LifecycleHook
 from chutes_core.plugins import PluginManager
-from chutes_core.testing.running import free_port
 from chutes_runtime.hosting import serve
 from chutes_runtime.lifecycle import ShutdownError, StartupError, run_hook
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
+from chutes_testing.running import free_port
 
 
 async def test_a_failing_shutdown_hook_is_a_shutdown_error_named_as_it_is(caplog) -> None:

@@ -9,7 +9,7 @@ import pytest
 from chutes.chute import Chute
 from chutes_core import hookimpl
 from chutes_core.plugins import PluginManager
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 
 def forwarding_chute(*, middleware: bool) -> Chute:

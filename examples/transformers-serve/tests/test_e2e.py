@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from chutes_core.testing.running import free_port, run_chute, write_template_app
+from chutes_testing.running import free_port, run_chute, write_template_app
 
 pytest.importorskip("transformers.cli.serving", reason="needs chutes-transformers-serve[engine]")
 openai = pytest.importorskip("openai")
@@ -18,7 +18,7 @@ openai = pytest.importorskip("openai")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
-    from chutes_core.testing.tiny_models import build_tiny_llama
+    from chutes_testing.tiny_models import build_tiny_llama
 
     root = tmp_path_factory.mktemp("transformers-serve")
     app = write_template_app(

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from chutes_core.testing.running import run_chute, write_template_app
+from chutes_testing.running import run_chute, write_template_app
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton is imported
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton", reason="the Triton kernel needs chutes-diffusers[kernels]")
 
-from chutes_core import testing  # noqa: E402
+import chutes_testing as testing  # noqa: E402
 from chutes_core.kernels import get_kernel  # noqa: E402
 
 SHAPES = [(1, 3, 8, 8), (2, 3, 17, 13), (1, 4, 33, 20), (3, 3, 64, 48)]

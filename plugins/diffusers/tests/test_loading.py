@@ -15,7 +15,7 @@ from chutes_diffusers.schema import GenerationInput
 from ldm_checkpoint import write_ldm_checkpoint
 
 from chutes.chute.template.diffusion import build_diffusion_chute
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 BODY = {"prompt": "a red fox", "height": 128, "width": 128, "steps": 2, "seed": 5, "format": "png"}
 

@@ -31,7 +31,7 @@ class RunsOutOfMemory:
 @pytest.mark.parametrize("kind", ["cpu", "cuda"])
 async def test_out_of_memory_is_a_507_and_the_chute_keeps_serving(tiny_sd, kind) -> None:
     from chutes.chute.template.diffusion import build_diffusion_chute
-    from chutes_runtime.testing import ChuteClient
+    from chutes_testing import ChuteClient
 
     pack = build_diffusion_chute("me", "oom", str(tiny_sd), concurrency=2)
     async with ChuteClient(pack) as client:

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 from chutes_diffusers.schema import GenerationInput
 
-from chutes_core import testing
+import chutes_testing as testing
 from chutes_core.errors import InvalidValueError
 from chutes_core.plugins import get_plugin_manager
 

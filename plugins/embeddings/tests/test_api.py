@@ -1,4 +1,4 @@
-"""The embeddings API in process, through the host (``chutes_runtime.testing.ChuteClient``).
+"""The embeddings API in process, through the host (``chutes_testing.ChuteClient``).
 
 Two chutes on the bundled MiniLM: one with the defaults (a local path), and
 one given a hub name, whose download is answered by a stand-in for
@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from chutes_embeddings.template import build_embedding_chute
 
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

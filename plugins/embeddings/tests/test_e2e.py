@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from chutes_core.testing.running import run_chute
+from chutes_testing.running import run_chute
 
 openai = pytest.importorskip("openai")
 

@@ -12,7 +12,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton", reason="the Triton kernel needs chutes-embeddings[kernels]")
 
-from chutes_core import testing  # noqa: E402
+import chutes_testing as testing  # noqa: E402
 from chutes_core.kernels import get_kernel  # noqa: E402
 
 

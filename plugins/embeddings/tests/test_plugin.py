@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from chutes_embeddings import pooling
 
-from chutes_core import testing
+import chutes_testing as testing
 from chutes_core.errors import InvalidValueError
 from chutes_core.plugins import get_plugin_manager
 

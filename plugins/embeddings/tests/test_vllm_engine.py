@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from chutes_core.errors import InvalidValueError
-from chutes_core.testing.running import run_chute, write_template_app
+from chutes_testing.running import run_chute, write_template_app
 
 
 def launch(engine_args: object, *, cpu: bool = True) -> object:

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_core.testing.running import free_port
+from chutes_testing.running import free_port
 
 # Ray is imported later, by chutes, after it has set what a loopback-only cluster needs.
 if importlib.util.find_spec("ray") is None:

@@ -83,7 +83,7 @@ def test_the_address_is_the_flag_then_ray_address_then_a_local_head(monkeypatch)
 
 
 def test_undeploy_without_a_local_head_says_so(monkeypatch) -> None:
-    from chutes_core.testing.running import free_port
+    from chutes_testing.running import free_port
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("CHUTES_RAY_PORT", str(free_port()))  # nothing listens there

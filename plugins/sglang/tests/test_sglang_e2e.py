@@ -23,9 +23,9 @@ pytestmark = [
 
 
 def test_the_openai_client_gets_chat_stream_completion_and_models(tmp_path) -> None:
-    from chutes_core.testing.openai_checks import check_openai_api
-    from chutes_core.testing.running import run_chute, write_template_app
-    from chutes_core.testing.tiny_models import build_tiny_llama
+    from chutes_testing.openai_checks import check_openai_api
+    from chutes_testing.running import run_chute, write_template_app
+    from chutes_testing.tiny_models import build_tiny_llama
 
     # GPU attention kernels want heads of 64 or more; the tiny Llama's are 16.
     model = str(build_tiny_llama(tmp_path / "tiny-llama"))

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_core.testing.running import RunningChute, run_chute, write_template_app
+from chutes_testing.running import RunningChute, run_chute, write_template_app
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,7 +41,7 @@ MAX_MODEL_LEN = 256
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from chutes_core.testing.tiny_models import build_tiny_llama
+    from chutes_testing.tiny_models import build_tiny_llama
 
     return str(build_tiny_llama(tmp_path_factory.mktemp("model") / "m"))
 
@@ -71,7 +71,7 @@ def chute(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[Runn
 
 
 def test_the_openai_client_gets_chat_stream_completion_and_models(chute, model) -> None:
-    from chutes_core.testing.openai_checks import check_openai_api
+    from chutes_testing.openai_checks import check_openai_api
 
     summary = check_openai_api(chute.url, model, max_tokens=12)
     assert summary["models"] == [model]

@@ -1,6 +1,6 @@
 """build_vllm_chute without the engine: registration, command line, CPU mode, routing.
 
-Routing is checked against the stand-in engine (chutes_core.testing.openai_standin),
+Routing is checked against the stand-in engine (chutes_testing.openai_standin),
 because vLLM is not installed in every environment that runs this module; the
 real vLLM is in test_vllm_e2e.py and, for the command line, test_vllm_parser_accepts_our_command below.
 """
@@ -14,15 +14,15 @@ from importlib.metadata import requires
 import pytest
 from chutes_vllm.template import VLLM, VLLM_VERSION, VLLMTemplate, build_vllm_chute
 
+import chutes_testing as testing
 from chutes.chute import NodeSelector
-from chutes_core import testing
 from chutes_core.engines.flags import check_owned_flags, flag_names
 from chutes_core.engines.process import OpenAIServerEngine
 from chutes_core.engines.template import EngineLaunch
 from chutes_core.errors import InvalidValueError
 from chutes_core.plugins import get_plugin_manager
-from chutes_core.testing.running import free_port
-from chutes_runtime.testing import ChuteClient
+from chutes_testing import ChuteClient
+from chutes_testing.running import free_port
 
 SHA = "5f3c09ab6e1d2c7b8a9f0e1d2c3b4a5968778695"
 
@@ -179,7 +179,7 @@ class StandinVLLM(VLLMTemplate):
     """vLLM's routes and settings, with the stand-in engine in place of vLLM."""
 
     def command(self, launch: EngineLaunch) -> list[str]:
-        engine_module = "chutes_core.testing.openai_standin"
+        engine_module = "chutes_testing.openai_standin"
         flags = launch.engine.server_flags()
         return [sys.executable, "-m", engine_module, "--model", launch.served_model_name, *flags]
 

@@ -1,6 +1,6 @@
 """The conformance kit: checks a plugin author runs in their own test suite.
 
->>> from chutes_core import testing
+>>> import chutes_testing as testing
 >>> testing.check_plugin("my_engine")                     # loads, light to import
 >>> chute = testing.check_template("my_engine", username="me", model_name="/tmp/model")
 >>> testing.check_kernel("my_engine.fused_op", make_inputs)  # Triton vs torch

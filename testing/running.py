@@ -81,11 +81,15 @@ def run_chute(
     cwd: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     dev: bool = False,
+    port: int | None = None,
     ready_timeout: float = 600.0,
     stop_timeout: float = 60.0,
 ) -> Iterator[RunningChute]:
-    """Serve ``ref`` with ``chutes run`` until the block ends; the log goes to ``cwd/host.log``."""
-    port = free_port()
+    """Serve ``ref`` with ``chutes run`` until the block ends; the log goes to ``cwd/host.log``.
+
+    The host listens on 127.0.0.1 at ``port``, or at a free port when none is given.
+    """
+    port = free_port() if port is None else port
     log_path = Path(cwd) / "host.log"
     argv = [sys.executable, "-m", "chutes_cli", "run", ref, "--port", str(port)]
     with log_path.open("wb") as log:

@@ -6,7 +6,7 @@ Uses the official ``openai`` client (``pip install openai``), as users do:
 a chat completion, a streamed chat completion (which must arrive in several
 chunks), a text completion and the model list. ``ignore_eos`` is sent so a
 tiny random model still produces ``max_tokens`` tokens; vLLM and SGLang both
-accept it. Raises :class:`~chutes_core.testing.ConformanceError` naming what
+accept it. Raises :class:`~chutes_testing.ConformanceError` naming what
 is wrong.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chutes_core.testing import ConformanceError
+from chutes_testing.conformance import ConformanceError
 
 __all__ = ["check_openai_api", "openai_client"]
 

@@ -8,7 +8,7 @@ route requires ``Authorization: Bearer <api key>``. Use it to test a
 template's cords where the real engine cannot run; test against the real
 engine wherever it can::
 
-    python -m chutes_core.testing.openai_standin --port 10101 --api-key K --model M
+    python -m chutes_testing.openai_standin --port 10101 --api-key K --model M
 
 Each finished or abandoned stream is printed (``standin: stream done`` or
 ``standin: stream aborted after N chunks``), so tests can see disconnects.
