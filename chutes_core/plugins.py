@@ -361,16 +361,28 @@ class PluginManager:
         impls = getattr(self._pm.hook, hook_name).get_hookimpls()
         return [impl.plugin_name for impl in reversed(impls) if impl.plugin_name != builtin.NAME]
 
-    def egress_policy(self, chute: Chute) -> bool:
-        """Whether ``chute`` may reach beyond loopback after startup.
+    def egress_decision(self, chute: Chute) -> tuple[bool, str]:
+        """Whether ``chute`` may reach beyond loopback after startup, and who decided.
 
-        An explicit ``allow_external_egress`` wins; then the first plugin
-        answer; then the built-in default (allowed).
+        An explicit ``allow_external_egress`` wins (``"chute"``); then the
+        first plugin answer (that plugin's name); then the built-in default,
+        allowed (``"builtin"``). The plugins are asked once.
         """
         if chute.allow_external_egress is not None:
-            return chute.allow_external_egress
+            return chute.allow_external_egress, "chute"
         self.load()
-        return bool(self._pm.hook.egress_policy(chute=chute))
+        for plugin, answers in self._answers("egress_policy", chute=chute):
+            if answers:
+                return bool(answers[0]), plugin
+        return True, builtin.NAME
+
+    def egress_policy(self, chute: Chute) -> bool:
+        """Whether ``chute`` may reach beyond loopback after startup (see :meth:`egress_decision`)."""
+        return self.egress_decision(chute)[0]
+
+    def egress_source(self, chute: Chute) -> str:
+        """Who decided the egress policy: ``chute``, a plugin name, or ``builtin``."""
+        return self.egress_decision(chute)[1]
 
     def template_egress(self, template: str) -> bool:
         """The egress default of chutes built from ``template`` that do not set their own."""
@@ -378,16 +390,6 @@ class PluginManager:
 
         probe = Chute(username="chutes", name="egress-probe", standard_template=template)
         return self.egress_policy(probe)
-
-    def egress_source(self, chute: Chute) -> str:
-        """Who decided the egress policy: ``chute``, a plugin name, or ``builtin``."""
-        if chute.allow_external_egress is not None:
-            return "chute"
-        self.load()
-        for plugin, answers in self._answers("egress_policy", chute=chute):
-            if answers:
-                return plugin
-        return builtin.NAME
 
     def _answers(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, list[Any]]]:
         """Each plugin's answers to ``hook_name``, in pluggy's call order, and who gave them.

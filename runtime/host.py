@@ -122,8 +122,7 @@ class Host:
         ``serve()`` asks first (the event loop depends on it); startup reuses the answer.
         """
         if self.egress_allowed is None:
-            self.egress_allowed = self.plugins.egress_policy(self.chute)
-            self.egress_source = self.plugins.egress_source(self.chute)
+            self.egress_allowed, self.egress_source = self.plugins.egress_decision(self.chute)
         return self.egress_allowed
 
     # What the host does, each in its module ------------------------------------

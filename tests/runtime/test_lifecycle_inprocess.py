@@ -54,13 +54,13 @@ async def test_a_failing_shutdown_hook_is_a_shutdown_error_named_as_it_is(caplog
 
 def test_serve_decides_egress_once(monkeypatch) -> None:
     asked = []
-    original = PluginManager.egress_policy
+    original = PluginManager.egress_decision
 
     def counting(self, chute):
         asked.append(chute.name)
         return original(self, chute)
 
-    monkeypatch.setattr(PluginManager, "egress_policy", counting)
+    monkeypatch.setattr(PluginManager, "egress_decision", counting)
     chute = Chute(username="test", name="once")
 
     @chute.on_startup()
