@@ -1,4 +1,11 @@
-"""``Chute``: a FastAPI application that describes one deployable AI service."""
+"""``Chute``: a FastAPI application that describes one deployable AI service.
+
+Longer than most modules on purpose: ``Chute`` is the seeds' public class,
+and its settings, its decorators (``cord``, ``job``, ``websocket``,
+``on_startup``, ``on_shutdown``) and its deploy description belong together
+where a user reading the API looks for them. What a cord, job or hook *is*
+lives in ``cord.py``; serving them lives in the runtime.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ from chutes_core.cord import (
     check_priority,
 )
 from chutes_core.errors import InvalidValueError
-from chutes_core.host import HostControl
+from chutes_core.hosting import HostControl
 from chutes_core.image import Image
 from chutes_core.node_selector import NodeSelector
 from chutes_core.validation import check_bool, check_int, check_name, check_number, check_str

@@ -1,4 +1,4 @@
-"""How the core reaches the runtime host without importing it.
+"""The host, as the core sees it: how to reach it, and what it lets hooks control.
 
 Dependencies run one way: the runtime imports the core, never the reverse.
 Yet the SDK has to serve a chute (``Chute.run_local()``) and deploy targets
@@ -44,6 +44,27 @@ class Runtime(Protocol):
         self, chute: Chute, *, host: str, port: int, reload: bool, log_level: str
     ) -> None:
         """``Chute.run_local()``: serve in dev mode, restarting on code changes."""
+
+
+class HostControl(Protocol):
+    """What a running host lets plugins and hooks control.
+
+    The host sets ``chute.runtime`` to an object with these methods while it
+    serves the chute; outside a host it is ``None``. Engine drivers use it to
+    report that the engine died: the host turns unready, drains, and exits
+    with the given code. Hooks read ``address`` to tell users where to send
+    requests.
+    """
+
+    #: Where the host listens (``http://127.0.0.1:8000``), or ``None`` when it
+    #: listens on no socket (the in-process test client).
+    address: str | None
+
+    def set_unready(self, reason: str) -> None:
+        """Answer readiness probes with "not ready" from now on, with ``reason``."""
+
+    def request_exit(self, code: int, reason: str) -> None:
+        """Stop serving (gracefully: in-flight requests finish) and exit with ``code``."""
 
 
 class RuntimeMissing(ChutesError):

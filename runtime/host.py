@@ -39,7 +39,7 @@ log = logging.getLogger("chutes.runtime")
 
 
 class Host:
-    """Serves one chute. Implements :class:`chutes_core.host.HostControl`.
+    """Serves one chute. Implements :class:`chutes_core.hosting.HostControl`.
 
     ``wait_for_startup``: run the startup inside the ASGI lifespan (``build_app``,
     the test client) or in the background once the port is bound (``chutes run``,
