@@ -13,17 +13,19 @@ imported on first use, so registering kernels costs no torch or triton import.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from chutes_core.errors import ChutesError, InvalidValueError, PluginConflictError
 
 KERNEL_NAME_RE = re.compile(r"^[a-z][a-z0-9_.]*$")
 Impl = Callable[..., Any] | str
 Choice = Literal["torch", "triton"]
+T = TypeVar("T")
 
 
 class KernelRegister(Protocol):
@@ -171,3 +173,59 @@ def get_kernel(name: str) -> Kernel:
     from chutes_core.plugins import get_plugin_manager
 
     return get_plugin_manager().kernels.get(name)
+
+
+# Helpers for kernel authors ------------------------------------------------------
+def kernel_hook(name: str, implementations: str, *, description: str) -> Callable[..., None]:
+    """A ``register_kernels`` hook that registers one kernel by convention.
+
+    ``implementations`` is ``"module:stem"``: the torch reference is
+    ``module:stem_torch`` and the Triton implementation ``module:stem_triton``,
+    both imported on first use. In a plugin module::
+
+        register_kernels = kernel_hook(
+            "myengine.fused_norm", "chutes_myengine.kernels:fused_norm", description="..."
+        )
+    """
+    from chutes_core.hookspecs import hookimpl
+
+    module, _, stem = implementations.partition(":")
+    if not module or not stem:
+        raise InvalidValueError("kernel_hook(implementations)", implementations, "'module:stem'")
+
+    @hookimpl
+    def register_kernels(register: KernelRegister) -> None:
+        register(
+            name,
+            reference=f"{module}:{stem}_torch",
+            triton=f"{module}:{stem}_triton",
+            description=description,
+        )
+
+    return register_kernels
+
+
+def triton_jit(build: Callable[[Any, Any], T]) -> Callable[[], T]:
+    """Compile a Triton kernel once, on first use, so importing its module needs no triton.
+
+    ``build(triton, tl)`` defines and returns the ``@triton.jit`` function;
+    calling the result returns it, built on the first call only::
+
+        @triton_jit
+        def _scale(triton, tl):
+            @triton.jit
+            def scale_kernel(x, out, n, BLOCK: tl.constexpr): ...
+
+            return scale_kernel
+
+        _scale()[grid](x, out, n, BLOCK=1024)
+    """
+
+    @functools.cache
+    def compiled() -> T:
+        import triton
+        import triton.language as tl
+
+        return build(triton, tl)
+
+    return compiled

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 
 import pytest
@@ -98,3 +99,39 @@ def test_a_kernel_clash_disables_both_plugins_without_strict_mode() -> None:
 def test_unknown_kernel_lists_what_exists() -> None:
     with pytest.raises(ChutesError, match=r"have: demo\.double"):
         registry(("k", kernel_plugin())).get("nope")
+
+
+def test_kernel_hook_registers_the_torch_and_triton_pair_by_convention(monkeypatch) -> None:
+    from chutes_core.kernels import kernel_hook
+
+    impls = types.ModuleType("convention_kernels")
+    impls.double_torch = lambda x: 2 * x  # type: ignore[attr-defined]
+    impls.double_triton = lambda x: x + x  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "convention_kernels", impls)
+    plugin = types.ModuleType("convention_plugin")
+    plugin.register_kernels = kernel_hook(  # type: ignore[attr-defined]
+        "demo.double", "convention_kernels:double", description="twice the input"
+    )
+    pm = PluginManager(entry_points=False, plugins=[("conv", plugin)]).load()
+    kernel = pm.kernels.get("demo.double")
+    assert kernel.plugin == "conv" and kernel.description == "twice the input"
+    assert kernel.implementation("torch") is impls.double_torch
+    assert kernel.implementation("triton") is impls.double_triton
+    with pytest.raises(InvalidValueError):
+        kernel_hook("demo.bad", "no-stem", description="")
+
+
+def test_triton_jit_builds_once_on_first_call() -> None:
+    from chutes_core.kernels import triton_jit
+
+    built = []
+
+    @triton_jit
+    def kernel(triton, tl):
+        built.append((triton.__name__, tl.__name__))
+        return "compiled"
+
+    assert built == []  # nothing is compiled (or imported) at definition
+    pytest.importorskip("triton")
+    assert kernel() == kernel() == "compiled"
+    assert built == [("triton", "triton.language")]

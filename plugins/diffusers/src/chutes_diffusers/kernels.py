@@ -10,10 +10,11 @@ reading any strides. Registered as ``diffusion.to_uint8_nhwc``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
+
+from chutes_core.kernels import triton_jit
 
 
 def _affine(low: float, high: float) -> tuple[float, float]:
@@ -31,11 +32,8 @@ def to_uint8_nhwc_torch(
     return torch.floor(unit * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-@functools.cache  # compiled once, on first use
-def _compile() -> Any:
-    import triton
-    import triton.language as tl
-
+@triton_jit
+def _compile(triton: Any, tl: Any) -> Any:
     @triton.jit
     def to_uint8_nhwc_kernel(
         src,

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from chutes_core import hookimpl
 from chutes_core.engines.hooks import TemplateHooks
-
-if TYPE_CHECKING:
-    from chutes_core.kernels import KernelRegister
+from chutes_core.kernels import kernel_hook
 
 TEMPLATE = "diffusion"
 BUILDER = "chutes_diffusers.template:build_diffusion_chute"
@@ -25,14 +20,11 @@ IMAGE_PINS = (
 )
 
 
-@hookimpl
-def register_kernels(register: KernelRegister) -> None:
-    register(
-        "diffusion.to_uint8_nhwc",
-        reference="chutes_diffusers.kernels:to_uint8_nhwc_torch",
-        triton="chutes_diffusers.kernels:to_uint8_nhwc_triton",
-        description="images in [low, high] ([-1, 1] by default; NCHW) to clamped uint8 NHWC pixels",
-    )
+register_kernels = kernel_hook(
+    "diffusion.to_uint8_nhwc",
+    "chutes_diffusers.kernels:to_uint8_nhwc",
+    description="images in [low, high] ([-1, 1] by default; NCHW) to clamped uint8 NHWC pixels",
+)
 
 
 # Image chutes commonly fetch inputs (LoRAs, reference images): egress stays open.

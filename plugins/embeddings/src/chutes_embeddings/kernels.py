@@ -9,10 +9,11 @@ input dtype, so fp16 models lose no precision here. Registered as
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
+
+from chutes_core.kernels import triton_jit
 
 
 def mean_pool_normalize_torch(
@@ -26,11 +27,8 @@ def mean_pool_normalize_torch(
     return pooled
 
 
-@functools.cache  # compiled once, on first use
-def _compile() -> Any:
-    import triton
-    import triton.language as tl
-
+@triton_jit
+def _compile(triton: Any, tl: Any) -> Any:
     @triton.jit
     def mean_pool_normalize_kernel(
         hidden,

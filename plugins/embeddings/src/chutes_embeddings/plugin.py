@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chutes_core import hookimpl
 from chutes_core.engines.hooks import TemplateHooks
+from chutes_core.kernels import kernel_hook
 
 if TYPE_CHECKING:
     from chutes_core import Chute
-    from chutes_core.kernels import KernelRegister
 
 TEMPLATE = "embedding"
 BUILDER = "chutes_embeddings.template:build_embedding_chute"
@@ -32,14 +31,11 @@ def engine_pins(chute: Chute) -> tuple[str, ...]:
     return ENGINE_PINS[getattr(chute.state, "embedding_engine", "sentence-transformers")]
 
 
-@hookimpl
-def register_kernels(register: KernelRegister) -> None:
-    register(
-        "embeddings.mean_pool_normalize",
-        reference="chutes_embeddings.kernels:mean_pool_normalize_torch",
-        triton="chutes_embeddings.kernels:mean_pool_normalize_triton",
-        description="masked mean pooling over tokens, then L2 normalisation, in one pass",
-    )
+register_kernels = kernel_hook(
+    "embeddings.mean_pool_normalize",
+    "chutes_embeddings.kernels:mean_pool_normalize",
+    description="masked mean pooling over tokens, then L2 normalisation, in one pass",
+)
 
 
 # Weights are fetched during startup; serving embeddings needs no network.
