@@ -114,7 +114,11 @@ def test_streaming_is_relayed_as_server_sent_events_chunk_by_chunk(chute, model)
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     assert chunks[-1]["usage"]["completion_tokens"] == 24
     assert "".join(c["choices"][0]["text"] for c in chunks[:-1] if c["choices"])
-    assert len(chunks) > 3 and len(reads) > 3, "the stream did not arrive chunk by chunk"
+    # Tokens come as separate events. How many socket reads they arrive in depends on the
+    # scheduler (a busy machine reads them in one); that the relay forwards each
+    # chunk as it comes is tested deterministically against a paced upstream in
+    # tests/runtime/test_passthrough.py.
+    assert len(chunks) > 3, "the answer came as one event, not streamed token by token"
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_the_request(chute, model) -> None:
