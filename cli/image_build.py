@@ -71,11 +71,21 @@ class BuildPlan:
             "RUN python -c 'import chutes_runtime' 2>/dev/null"
             f" || pip install --no-cache-dir 'chutes=={__version__}'"
         )
+        # The seccomp layer's binding (best effort: the image may lack libseccomp),
+        # and a user to run as: the namespace mode needs no root (docs/egress.md).
+        lines.append("RUN pip install --no-cache-dir 'pyseccomp>=0.1.2' || true")
+        if not any(d.instruction == "USER" for d in self.image.directives):
+            lines.append(
+                "RUN id -u chutes >/dev/null 2>&1 || useradd --create-home --uid 10001 chutes"
+                " || adduser -D -u 10001 chutes"
+            )
         lines.append(f"WORKDIR {APP_DIR}")
         for entry in self.code:
             lines.append(f"ADD {json.dumps([entry.as_posix(), f'{APP_DIR}/{entry.as_posix()}'])}")
         lines.append('ENV PYTHONUNBUFFERED="1"')
         lines.append(f"EXPOSE {PORT}")
+        if not any(d.instruction == "USER" for d in self.image.directives):
+            lines.append("USER chutes")
         command = ["chutes", "run", self.ref, "--host", "0.0.0.0", "--port", str(PORT)]
         lines.append(f"CMD {json.dumps(command)}")
         return "\n".join(lines) + "\n"

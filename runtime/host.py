@@ -66,6 +66,8 @@ class Host:
         #: Decided once (see :meth:`decide_egress`); ``None`` until then.
         self.egress_allowed: bool | None = None
         self.egress_source: str | None = None
+        #: The egress layers in force once locked, outermost first (``chutes_runtime.netns``).
+        self.egress_layers: list[str] = []
         #: Where the host listens, when it knows (for log lines).
         self.address: str | None = None
         self.limit = chute.concurrency

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chutes_runtime import egress, netns
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST
 from chutes_runtime.routes import RESERVED_PREFIX
 
@@ -27,17 +28,31 @@ def internal_app(host: Host) -> Starlette:
     async def live(request: Request) -> Response:
         return JSONResponse({"status": "alive", "state": host.state})
 
+    def egress_report() -> dict[str, object]:
+        report: dict[str, object] = {"locked": egress.is_locked(), "layers": host.egress_layers}
+        if netns.status.reason:
+            report["netns_unavailable"] = netns.status.reason
+        return report
+
     async def ready(request: Request) -> Response:
         if host.state != "ready":
             return JSONResponse(
-                {"status": "unready", "state": host.state, "reason": host.unready_reason}, 503
+                {
+                    "status": "unready",
+                    "state": host.state,
+                    "reason": host.unready_reason,
+                    "egress": egress_report(),
+                },
+                503,
             )
         try:
             health = await host.chute.health_check()
         except Exception as exc:
             health = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         healthy = isinstance(health, dict) and health.get("status", "healthy") == "healthy"
-        return JSONResponse({"state": host.state, **health}, 200 if healthy else 503)
+        return JSONResponse(
+            {"state": host.state, **health, "egress": egress_report()}, 200 if healthy else 503
+        )
 
     async def metrics(request: Request) -> Response:
         return Response(host.metrics.render(), media_type=CONTENT_TYPE_LATEST)

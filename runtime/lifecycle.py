@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from chutes_core.cord import LifecycleHook
-from chutes_runtime import egress
+from chutes_runtime import egress, netns
 from chutes_runtime.passthrough import Forwarder
 from chutes_runtime.routes import cord_routes, mount_cords, mount_websockets, server_error
 
@@ -84,7 +84,9 @@ async def startup(host: Host) -> None:
             _mount(host)
         with step("locking egress" if not allowed else "egress stays open"):
             if not allowed:
-                egress.lock()
+                layers = netns.lock_layers(kernel=host.server is not None)
+                host.egress_layers = host.metrics.egress_layers = layers
+                log.info("egress locked; layers: %s", ", ".join(layers))
         host.jobs.start_schedules()
     except Exception as exc:
         host.state = "failed"

@@ -47,6 +47,8 @@ class Metrics:
         self.rejected: Counter[str] = Counter()  # by reason
         self.job_runs: Counter[tuple[str, str]] = Counter()  # by (job, outcome)
         self.ready = False
+        #: Egress layers in force (set at the lock).
+        self.egress_layers: list[str] = []
         self._registry: Any = None
 
     def cord(self, name: str) -> CordStats:
@@ -114,4 +116,9 @@ class _Collector:
             job_runs.add_metric([job, outcome], count)
         ready = GaugeMetricFamily("chutes_ready", "1 when the host is ready to serve.")
         ready.add_metric([], 1.0 if metrics.ready else 0.0)
-        yield from (invocations, in_flight, duration, rejected, job_runs, ready)
+        layers = GaugeMetricFamily(
+            "chutes_egress_layer", "1 for each egress layer in force.", labels=["layer"]
+        )
+        for layer in metrics.egress_layers:
+            layers.add_metric([layer], 1.0)
+        yield from (invocations, in_flight, duration, rejected, job_runs, ready, layers)

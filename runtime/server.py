@@ -11,13 +11,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
 
 from chutes_core.chute import Chute
 from chutes_core.refs import RefError, load_ref
-from chutes_runtime import logs
+from chutes_runtime import egress, logs, netns
 from chutes_runtime.host import Host
 
 __all__ = ["event_loop", "serve", "serve_ref"]
@@ -32,17 +33,33 @@ def serve(
     port: int = 8000,
     dev: bool = False,
     log_level: str | None = None,
+    sock: socket.socket | None = None,
+    handed_back: bool = False,
 ) -> int:
-    """Serve until stopped; returns the process exit code."""
+    """Serve until stopped; returns the process exit code.
+
+    ``sock``: the listening socket, bound already (by the namespace supervisor).
+    ``handed_back``: the host in the namespace found egress allowed; refuse if
+    this process finds otherwise.
+    """
     import uvicorn
 
     app = Host(chute, dev=dev, wait_for_startup=False)
     app.address = f"http://{host}:{port}"
     try:
-        loop = event_loop(app.decide_egress())
+        allowed = app.decide_egress()
     except Exception as exc:  # plugins that conflict, or fail under CHUTES_STRICT_PLUGINS
         log.error("startup failed: %s", exc)
         return 1
+    if allowed and netns.status.active:
+        netns.hand_back()
+        return int(netns.HANDED_BACK)
+    if handed_back and not allowed:
+        log.error("refusing to serve: the chute was handed back as allowed egress but is locked")
+        return 1
+    if allowed:
+        egress.stand_down()
+    loop = event_loop(allowed)
     grace = int(float(os.environ.get("CHUTES_GRACE_SECONDS", "30")))
     config = uvicorn.Config(
         app,
@@ -65,7 +82,7 @@ def serve(
         port,
         "dev" if dev else "production",
     )
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     if app.exit_code:
         return int(app.exit_code)
     if not server.started:
@@ -74,14 +91,66 @@ def serve(
 
 
 def serve_ref(ref: str, *, host: str = "127.0.0.1", port: int = 8000, dev: bool = False) -> int:
-    """``chutes run``: load the reference and serve it; returns the exit code."""
+    """``chutes run``: load the reference and serve it; returns the exit code.
+
+    Outside dev mode the chute runs in its own network namespace where the
+    machine allows (:mod:`chutes_runtime.netns`): this process supervises, a
+    child serves.
+    """
     logs.configure()
+    try:
+        mode = netns.mode()
+    except ValueError as exc:
+        print(f"chutes run: {exc}", file=sys.stderr)
+        return 2
+    if not dev and mode != "off" and not netns.inside():
+        return int(
+            netns.supervise(
+                ref,
+                host,
+                port,
+                lambda sock: _load_and_serve(ref, host, port, sock=sock, handed_back=True),
+            )
+        )
+    sock = None
+    if netns.inside():
+        sock = netns.enter()
+        if netns.status.active:
+            log.debug("egress: the chute runs in its own network namespace (%s)", netns.status.how)
+        elif mode == "require":
+            log.error(
+                "refusing to start: %s=require, but no network namespace can be had: %s",
+                netns.ISOLATION_ENV,
+                netns.status.reason,
+            )
+            return 1
+        else:
+            log.warning(
+                "egress: NO network namespace layer (%s); continuing with the seccomp and audit "
+                "layers only (set %s=require to refuse instead)",
+                netns.status.reason,
+                netns.ISOLATION_ENV,
+            )
+    if not dev:
+        egress.prepare()  # before the import, so children started at import are covered too
+    return _load_and_serve(ref, host, port, dev=dev, sock=sock)
+
+
+def _load_and_serve(
+    ref: str,
+    host: str,
+    port: int,
+    *,
+    dev: bool = False,
+    sock: socket.socket | None = None,
+    handed_back: bool = False,
+) -> int:
     try:
         chute = load_ref(ref)
     except RefError as exc:
         print(f"chutes run: {exc}", file=sys.stderr)
         return 2
-    return serve(chute, host=host, port=port, dev=dev)
+    return serve(chute, host=host, port=port, dev=dev, sock=sock, handed_back=handed_back)
 
 
 def event_loop(egress_allowed: bool) -> str:

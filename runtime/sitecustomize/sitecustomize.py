@@ -1,11 +1,11 @@
 """Egress lock for Python processes started by a chutes host.
 
 The host puts this directory on ``PYTHONPATH`` and sets
-``CHUTES_EGRESS_LOCK_FILE`` for its children when the chute may not reach
-the network. From the moment that file exists, this process refuses new
-connections and datagrams to anything but loopback (and Unix sockets).
-The host creates the file when its own startup has finished, so a child
-started during startup (an engine) may still fetch what it needs until then.
+``CHUTES_EGRESS_OPEN_FILE`` for its children. From the moment that file is
+gone, this process refuses new connections and datagrams to anything but
+loopback (and Unix sockets). The host removes the file when its own startup
+has finished, so a child started during startup (an engine) may still fetch
+what it needs until then; a renamed or deleted file locks, it never unlocks.
 
 Being first on the path, this module hides any other ``sitecustomize`` the
 environment has; that one is run next, as if this one were not there.
@@ -14,10 +14,10 @@ environment has; that one is run next, as if this one were not there.
 import os
 import sys
 
-if os.environ.get("CHUTES_EGRESS_LOCK_FILE"):
+if os.environ.get("CHUTES_EGRESS_OPEN_FILE"):
     from chutes_runtime.egress import install_child_lock
 
-    install_child_lock(os.environ["CHUTES_EGRESS_LOCK_FILE"])
+    install_child_lock(os.environ["CHUTES_EGRESS_OPEN_FILE"])
 
 
 def _run_hidden_sitecustomize() -> None:

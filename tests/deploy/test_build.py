@@ -154,3 +154,15 @@ def test_platform_build_uploads_and_streams_the_log(tmp_path, monkeypatch, confi
     (image,) = standin.state.images.values()
     assert image["public"] is True and image["context_bytes"] > 0
     assert image["dockerfile"].startswith("FROM parachutes/python:3.12")
+
+
+def test_the_image_runs_as_a_user_and_carries_the_seccomp_binding(tmp_path, monkeypatch) -> None:
+    (tmp_path / "as_user.py").write_text(
+        "from chutes.chute import Chute\nchute = Chute(username='me', name='plain')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    lines = plan_build("as_user:chute").dockerfile().splitlines()
+    assert any("pyseccomp" in line for line in lines)
+    users = [line for line in lines if line.startswith("USER ")]
+    assert users == ["USER chutes"] and lines.index("USER chutes") < len(lines) - 1
+    assert lines[-1].startswith("CMD ")

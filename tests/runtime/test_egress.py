@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -101,7 +102,13 @@ def test_host():
 
 
 def probe(run_chute, target: str, *, allow: bool) -> tuple[object, dict]:
-    env = {"EGRESS_TARGET": target, "EGRESS_ALLOW": "1" if allow else "0"}
+    # The audit layer on its own (raw sockets have a way out during startup only
+    # without the namespace; test_netns.py covers the namespace mode).
+    env = {
+        "EGRESS_TARGET": target,
+        "EGRESS_ALLOW": "1" if allow else "0",
+        "CHUTES_EGRESS_ISOLATION": "off",
+    }
     served = run_chute("egress_probe:chute", env=env)
     return served, httpx.get(f"{served.url}/probe", timeout=90).json()
 
@@ -132,8 +139,7 @@ def test_the_child_lock_keeps_an_existing_sitecustomize(tmp_path) -> None:
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "sitecustomize.py").write_text("import os\nos.environ['THEIRS_RAN'] = 'yes'\n")
-    lock_file = tmp_path / "locked"
-    lock_file.touch()
+    open_file = tmp_path / "open"  # absent: egress is locked
     script = textwrap.dedent(
         """
         import os, socket
@@ -150,10 +156,23 @@ def test_the_child_lock_keeps_an_existing_sitecustomize(tmp_path) -> None:
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join([egress.SITE_DIR, str(theirs)]),
-            egress.LOCK_ENV: str(lock_file),
+            egress.OPEN_ENV: str(open_file),
         },
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert child.stdout.split() == ["locked", "yes"], child.stderr
+
+
+def test_loopback_names_count_by_what_they_resolve_to() -> None:
+    """A changed /etc/hosts cannot make ``localhost.localdomain`` a way out."""
+
+    def hosts(address: str):
+        return lambda host, port: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0))]
+
+    assert egress._is_local(("localhost.localdomain", 80), _gai=hosts("127.0.0.1"))
+    assert not egress._is_local(("localhost.localdomain", 80), _gai=hosts("198.51.100.7"))
+    assert not egress._is_local(("example.invalid", 80), _gai=hosts("127.0.0.1"))
+    assert egress._is_local("::1") and egress._is_local("::ffff:127.0.0.2")
+    assert not egress._is_local("::ffff:198.51.100.7")

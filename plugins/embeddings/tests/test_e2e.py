@@ -167,3 +167,15 @@ def test_a_client_that_goes_away_costs_no_more_compute(server) -> None:
     assert dropped() - before > 500  # most of the 2000 inputs never reached the model
     # And the chute still serves.
     assert httpx.post(f"{url}/v1/embeddings", json={"input": "still here"}).status_code == 200
+
+
+def test_served_in_its_own_network_namespace_where_the_machine_allows(server) -> None:
+    """`chutes run` puts a locked chute in its own network namespace (as root here; CI runs as root)."""
+    import os
+
+    import httpx
+
+    egress = httpx.get(f"{server[0]}/_chutes/ready").json()["egress"]
+    assert egress["locked"] is True and egress["layers"][-1] == "audit", egress
+    if os.geteuid() == 0:
+        assert egress["layers"][0] == "netns", egress
