@@ -137,13 +137,16 @@ def _undeploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
         _param("ref", str, typer.Argument(help="The chute: a reference or its name.")),
         _param("target", str, typer.Option("--target", help=f"Where it runs: {names}."))
         .replace(default=DEFAULT_TARGET),
+        _param("as_json", bool, typer.Option("--json", help="Print the result as JSON.")).replace(
+            default=False
+        ),
     ]  # fmt: skip
 
     def command(ctx: typer.Context, **values: Any) -> None:
         from chutes_core.deploy_targets import DeployContext, UndeployNotSupportedError
         from chutes_core.errors import ChutesError
 
-        ref = values.pop("ref")
+        ref, as_json = values.pop("ref"), values.pop("as_json")
         entry = _select(registry, values.pop("target"), "undeploy")
         options = _given(ctx, entry, values, "undeploy")
         context = DeployContext(progress=lambda line: typer.echo(line, err=True))
@@ -154,7 +157,7 @@ def _undeploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
             _fail("undeploy", f"the {entry.name} target cannot undeploy{hint}", code=2)
         except ChutesError as exc:
             _fail("undeploy", exc)
-        typer.echo(done)
+        typer.echo(_as_json(entry.name, ref, done) if as_json else done)
 
     command.__doc__ = "Remove a deployed chute from its target, where the target can."
     return _with_params(command, [*fixed, *_option_params(registry, undeploy=True)])
