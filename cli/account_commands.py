@@ -35,6 +35,7 @@ WalletsOption = Annotated[
 WalletOption = Annotated[str, typer.Option("--wallet", help="Wallet name.")]
 HotkeyOption = Annotated[str, typer.Option("--hotkey", help="Hotkey name in the wallet.")]
 REGISTRATION_TOKEN_URL = "https://rtok.chutes.ai/users/registration_token"
+PUBLIC_API = "https://api.chutes.ai"
 
 auth_app = typer.Typer(help="Sign in to the platform.", no_args_is_help=True)
 account_app = typer.Typer(help="Your account: usage and alerts.", no_args_is_help=True)
@@ -46,13 +47,13 @@ secrets_app = typer.Typer(help="Secrets your chutes read (/secrets/).", no_args_
 def register(
     username: Annotated[str, typer.Option("--username", help="The username to register.")],
     token: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--token",
             envvar="CHUTES_REGISTRATION_TOKEN",
             help=f"Registration token (get one at {REGISTRATION_TOKEN_URL}).",
         ),
-    ],
+    ] = None,
     wallets_path: WalletsOption = None,
     wallet: WalletOption = "default",
     hotkey: HotkeyOption = "default",
@@ -83,6 +84,16 @@ def register(
         base_url = api_url()
     except (WalletError, PlatformConfigError) as exc:
         exits.fail(command, exc)
+    if not token and exits.interactive():
+        typer.echo(f"Get a registration token at {REGISTRATION_TOKEN_URL}", err=True)
+        token = typer.prompt("Registration token").strip()
+    if not token:
+        exits.fail(
+            command,
+            f"no registration token: get one at {REGISTRATION_TOKEN_URL} (from this machine) "
+            "and pass --token or set CHUTES_REGISTRATION_TOKEN",
+            code=exits.BAD_INPUT,
+        )
     if target.exists() and not exits.confirm(
         f"Replace {target}?", yes=yes, command=command, destructive=True
     ):
@@ -93,8 +104,9 @@ def register(
     try:
         with PlatformClient(anonymous) as client:
             user = client.request(
-                "POST", "/users/register", content=body, headers=headers, params={"token": token}
-            )
+                "POST", _register_url(base_url), content=body, headers=headers,
+                params={"token": token},
+            )  # fmt: skip
     except PlatformError as exc:
         exits.fail(command, exc)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +132,13 @@ def register(
         typer.echo(f"fingerprint (your login secret, keep it safe): {user['fingerprint']}")
     if user.get("payment_address"):
         typer.echo(f"add balance by sending tao to {user['payment_address']}")
+
+
+def _register_url(base_url: str) -> str:
+    """Registration on the public platform goes through its token host, as upstream's does."""
+    if base_url.startswith(PUBLIC_API):
+        return REGISTRATION_TOKEN_URL.rsplit("/", 1)[0] + "/register"
+    return "/users/register"
 
 
 @auth_app.command("login")

@@ -127,7 +127,15 @@ def test_register_input_errors_are_status_2_and_refusals_status_3(tmp_path, fres
     assert bad_token.exit_code == 3 and "HTTP 403" in bad_token.stderr
     assert not fresh.exists()
     missing_token = run(*base, "--wallet", "chutes-user", "--hotkey", "hk")
-    assert missing_token.exit_code == 2  # a required option
+    assert missing_token.exit_code == 2 and "rtok.chutes.ai" in missing_token.stderr
+    assert not fresh.exists()
+
+
+def test_the_public_platform_registers_through_its_token_host() -> None:
+    from chutes_cli.account_commands import _register_url
+
+    assert _register_url("https://api.chutes.ai") == "https://rtok.chutes.ai/users/register"
+    assert _register_url("http://127.0.0.1:8080") == "/users/register"
 
 
 def test_register_keeps_an_existing_config_without_a_terminal(tmp_path, fresh) -> None:
