@@ -158,9 +158,12 @@ class PlatformClient:
         if config.api_key:
             headers["authorization"] = config.api_key
         elif config.hotkey_seed:
-            from chutes_cli.wallet import Hotkey, httpx_auth
+            from chutes_cli.wallet import Hotkey, WalletError, httpx_auth
 
-            auth = httpx_auth(Hotkey.from_seed(config.hotkey_seed))
+            try:
+                auth = httpx_auth(Hotkey.from_seed(config.hotkey_seed))
+            except WalletError as exc:
+                raise PlatformConfigError(f"{config.path}: {exc}") from None
         self._client = httpx.Client(
             base_url=config.base_url,
             headers=headers,

@@ -219,3 +219,25 @@ def test_json_of_keys_nodes_usage_secrets_report_and_startup_logs(
     assert chunks["instance_id"] == "inst-new" and chunks["chunks"] == ["c2VhbGVk", "Ynl0ZXM="]
     plain = run("startup-logs", chute_id, "--instance", "inst-old")
     assert plain.exit_code == 0 and "does not decrypt" in plain.stderr
+
+
+def test_json_of_get_and_delete_for_images_and_keys(config, standin, deployed) -> None:
+    image = next(
+        i for i in json.loads(run("images", "list", "--json").stdout) if i["name"] == "foo"
+    )
+    got = json.loads(run("images", "get", image["image_id"], "--json").stdout)
+    assert got["image_id"] == image["image_id"]
+    key = json.loads(run("keys", "create", "--name", "short-lived", "--admin", "--json").stdout)
+    assert json.loads(run("keys", "get", "short-lived", "--json").stdout)["admin"] is True
+    gone = run("keys", "delete", key["api_key_id"], "--yes", "--json")
+    assert json.loads(gone.stdout) == {"deleted": key["api_key_id"], "answer": {"deleted": True}}
+    missing = run("images", "delete", "no-such-image", "--yes", "--json")
+    assert missing.exit_code == REFUSED and missing.stdout == ""
+
+
+def test_a_config_whose_hotkey_cannot_be_used_is_bad_input(config, tmp_path, monkeypatch) -> None:
+    broken = tmp_path / "hotkey.ini"
+    broken.write_text("[api]\nbase_url = http://127.0.0.1:1\n[auth]\nhotkey_seed = nothex\n")
+    monkeypatch.setenv("CHUTES_CONFIG_PATH", str(broken))
+    result = run("chutes", "list")
+    assert result.exit_code == BAD_INPUT and "not hexadecimal" in one_line_error(result)
