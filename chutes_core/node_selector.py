@@ -10,7 +10,8 @@ class NodeSelector(BaseModel):
 
     ``include``/``exclude`` take short GPU identifiers such as ``"a100"`` or
     ``"h100"``. Values are validated strictly: ``gpu_count="2"`` is an error,
-    not a conversion.
+    not a conversion. ``max_hourly_price_per_gpu`` (USD, upstream 0.6) caps
+    what the platform may pick; ``None`` leaves the price to the platform.
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -21,6 +22,13 @@ class NodeSelector(BaseModel):
     )
     include: list[str] | None = Field(None, description="Only these GPU types.")
     exclude: list[str] | None = Field(None, description="Never these GPU types.")
+    max_hourly_price_per_gpu: float | None = Field(
+        None,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="Highest price per GPU per hour, in USD, the chute may run at (above 0).",
+    )
 
     @model_validator(mode="after")
     def _no_overlap(self) -> NodeSelector:

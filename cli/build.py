@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -16,17 +15,19 @@ if TYPE_CHECKING:
 SHOWN_FILES = 50
 
 
-def confirm(question: str, *, yes: bool) -> bool:
-    """Ask in a terminal; ``--yes`` and non-interactive runs (CI, scripts) go ahead."""
-    if yes or not sys.stdin.isatty():
-        return True
-    return typer.confirm(question, default=True)
+def confirm(question: str, *, yes: bool, command: str = "build") -> bool:
+    """Ask in a terminal; ``--yes``, ``CHUTES_YES`` and runs without one (CI, scripts) go ahead."""
+    from chutes_cli.exits import confirm as ask
+
+    return bool(ask(question, yes=yes, command=command))
 
 
-def fail(error: Exception, *, code: int = 1) -> NoReturn:
-    """One line on stderr, then exit."""
-    typer.echo(f"chutes build: {error}", err=True)
-    raise typer.Exit(code)
+def fail(error: Exception, *, code: int | None = None) -> NoReturn:
+    """One line on stderr, then exit (status from the error, see :mod:`chutes_cli.exits`)."""
+    from chutes_cli.exits import fail as exit_with
+
+    exit_with("build", error, code=code)
+    raise AssertionError("unreachable")  # exit_with raises; this satisfies the type checker
 
 
 def build(
@@ -47,7 +48,12 @@ def build(
     ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Stream the platform's build log.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Print the Dockerfile too.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", envvar="CHUTES_YES", help="Do not ask for confirmation.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON (progress goes to stderr).")
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -59,13 +65,13 @@ def build(
         Path | None, typer.Option("--config-path", help="Platform config file.")
     ] = None,
 ) -> None:
-    """Build the chute's image: with docker/podman (--local) or on the platform."""
+    """Build the chute's image: with docker/podman (--local) or on the platform (POST /images/)."""
     from rich.console import Console
 
     from chutes_cli.image_build import plan_build
     from chutes_core.errors import ChutesError
 
-    console = Console(soft_wrap=True)
+    console = Console(soft_wrap=True, stderr=as_json)
     try:
         plan = plan_build(ref, include_cwd=include_cwd)
     except ChutesError as exc:
@@ -81,14 +87,22 @@ def build(
     if debug:
         console.print(plan.dockerfile(), markup=False, highlight=False)
     if not confirm("Build with these files?", yes=yes):
-        raise typer.Exit(1)
+        fail(ChutesError("not built: the build was not confirmed (pass --yes)"))
+    result: dict[str, object] = {"image": plan.image.reference, "chute": plan.chute.name}
     if local:
-        _build_locally(plan, output, console)
+        result.update(_build_locally(plan, output, console))
     else:
-        _build_on_platform(plan, public=public, wait=wait, config_path=config_path, console=console)
+        image_id = _build_on_platform(
+            plan, public=public, wait=wait, config_path=config_path, console=console
+        )
+        result.update(image_id=image_id, where="platform")
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
 
 
-def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> None:
+def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> dict[str, str]:
     import tempfile
 
     from chutes_cli.image_build import local_builder, run_local_build
@@ -105,7 +119,7 @@ def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> No
             markup=False,
             highlight=False,
         )
-        return
+        return {"where": "written", "context": str(context), "tag": plan.tag}
     with tempfile.TemporaryDirectory(prefix="chutes-build-") as tmp:
         context = plan.write(output or Path(tmp))
         console.print(f"building {plan.tag} with {builder[0]}", highlight=False)
@@ -115,11 +129,12 @@ def _build_locally(plan: BuildPlan, output: Path | None, console: Console) -> No
         except ChutesError as exc:
             fail(exc)
     console.print(f"built {plan.tag}", highlight=False)
+    return {"where": "local", "tag": plan.tag, "builder": builder[0]}
 
 
 def _build_on_platform(
     plan: BuildPlan, *, public: bool, wait: bool, config_path: Path | None, console: Console
-) -> None:
+) -> str:
     from chutes_cli.platform import PlatformClient, PlatformConfig, PlatformError
 
     image = plan.image
@@ -134,6 +149,7 @@ def _build_on_platform(
                     console.print(line, markup=False, highlight=False)
     except PlatformError as exc:
         fail(exc)
+    return str(image_id)
 
 
 def _tarball(plan: BuildPlan) -> bytes:

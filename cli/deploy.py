@@ -66,10 +66,12 @@ def _hand_over(ctx: typer.Context, verb: str) -> None:
     typer.main.get_command(app).main(args=ctx.args, prog_name=f"chutes {verb}")
 
 
-def _fail(verb: str, error: Exception | str, *, code: int = 1) -> NoReturn:
-    """One line on stderr, then exit."""
-    typer.echo(f"chutes {verb}: {error}", err=True)
-    raise typer.Exit(code)
+def _fail(verb: str, error: Exception | str, *, code: int | None = None) -> NoReturn:
+    """One line on stderr, then exit: the status says who refused (:mod:`chutes_cli.exits`)."""
+    from chutes_cli.exits import fail
+
+    fail(verb, error, code=code)
+    raise AssertionError("unreachable")  # fail() raises
 
 
 def _targets_epilog(registry: DeployTargetRegistry) -> str:
@@ -87,9 +89,12 @@ def _deploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
         _param("ref", str, typer.Argument(help=REF_HELP, show_default=False)),
         _param("target", str, typer.Option("--target", help=f"Where to deploy: {names}."))
         .replace(default=DEFAULT_TARGET),
-        _param("yes", bool, typer.Option("--yes", "-y", help="Do not ask for confirmation."))
+        _param("yes", bool, typer.Option("--yes", "-y", envvar="CHUTES_YES", help="Do not ask for confirmation."))
         .replace(default=False),
         _param("debug", bool, typer.Option("--debug", help="Print what is sent.")).replace(
+            default=False
+        ),
+        _param("as_json", bool, typer.Option("--json", help="Print the result as JSON.")).replace(
             default=False
         ),
     ]  # fmt: skip
@@ -100,6 +105,7 @@ def _deploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
         from chutes_core.refs import RefError, load_ref
 
         ref, yes, debug = values.pop("ref"), values.pop("yes"), values.pop("debug")
+        as_json = values.pop("as_json")
         entry = _select(registry, values.pop("target"), "deploy")
         options = _given(ctx, entry, values, "deploy")
         try:
@@ -109,15 +115,19 @@ def _deploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
         context = DeployContext(
             progress=lambda line: typer.echo(line, err=True),
             confirm=lambda question: _confirm(question, yes=yes),
-            debug=typer.echo if debug else lambda _text: None,
+            debug=(lambda text: typer.echo(text, err=as_json)) if debug else lambda _text: None,
         )
         try:
             done = entry.target.deploy(ref, chute, context=context, **options)
         except ChutesError as exc:
             _fail("deploy", exc)
-        typer.echo(done)
+        typer.echo(_as_json(entry.name, chute.name, done) if as_json else done)
 
-    command.__doc__ = "Deploy a chute to one of the installed targets (below)."
+    command.__doc__ = (
+        "Deploy a chute to one of the installed targets (below); the platform's is "
+        "POST /chutes/. Exit status 3 when the platform refuses (fee, name taken), "
+        "2 for bad input here."
+    )
     return _with_params(command, [*fixed, *_option_params(registry, undeploy=False)])
 
 
@@ -127,13 +137,16 @@ def _undeploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
         _param("ref", str, typer.Argument(help="The chute: a reference or its name.")),
         _param("target", str, typer.Option("--target", help=f"Where it runs: {names}."))
         .replace(default=DEFAULT_TARGET),
+        _param("as_json", bool, typer.Option("--json", help="Print the result as JSON.")).replace(
+            default=False
+        ),
     ]  # fmt: skip
 
     def command(ctx: typer.Context, **values: Any) -> None:
         from chutes_core.deploy_targets import DeployContext, UndeployNotSupportedError
         from chutes_core.errors import ChutesError
 
-        ref = values.pop("ref")
+        ref, as_json = values.pop("ref"), values.pop("as_json")
         entry = _select(registry, values.pop("target"), "undeploy")
         options = _given(ctx, entry, values, "undeploy")
         context = DeployContext(progress=lambda line: typer.echo(line, err=True))
@@ -144,7 +157,7 @@ def _undeploy_command(registry: DeployTargetRegistry) -> Callable[..., None]:
             _fail("undeploy", f"the {entry.name} target cannot undeploy{hint}", code=2)
         except ChutesError as exc:
             _fail("undeploy", exc)
-        typer.echo(done)
+        typer.echo(_as_json(entry.name, ref, done) if as_json else done)
 
     command.__doc__ = "Remove a deployed chute from its target, where the target can."
     return _with_params(command, [*fixed, *_option_params(registry, undeploy=True)])
@@ -227,4 +240,12 @@ def _with_params(
 def _confirm(question: str, *, yes: bool) -> bool:
     from chutes_cli.build import confirm
 
-    return bool(confirm(question, yes=yes))
+    return bool(confirm(question, yes=yes, command="deploy"))
+
+
+def _as_json(target: str, name: str, message: str) -> str:
+    """The result for scripts: the target's message, with its ``key=value`` words as fields."""
+    import json
+
+    fields = dict(word.split("=", 1) for word in message.split() if "=" in word)
+    return json.dumps({"target": target, "name": name, "message": message, **fields}, indent=2)

@@ -47,7 +47,7 @@ class PlatformTarget(DeployTarget):
 
         source = _source_file(ref)
         if not context.confirm(f"Upload {source.name} and deploy {chute.name}?"):
-            raise ChutesError("not deployed: nothing was uploaded")
+            raise ChutesError("not deployed: nothing was uploaded (answer yes, or pass --yes)")
         with PlatformClient(PlatformConfig.load(config_path)) as client:
             logo_id = client.upload_logo(logo) if logo else None
             payload = chute_payload(chute, ref=ref, source=source, public=public, logo_id=logo_id)
@@ -57,15 +57,19 @@ class PlatformTarget(DeployTarget):
             except PlatformError as exc:
                 if exc.status == 402:
                     fee = _fee(exc.body)
-                    raise ChutesError(
+                    raise PlatformError(
                         f"deploying {chute.name} costs "
                         f"{f'${fee}' if fee is not None else 'a fee'} (one time); "
-                        "run again with --accept-fee to accept it"
+                        "run again with --accept-fee to accept it",
+                        exc.status,
+                        exc.body,
                     ) from None
                 if exc.status == 409:
-                    raise ChutesError(
+                    raise PlatformError(
                         f"a chute named {chute.name!r} already exists; "
-                        f"delete it (chutes chutes delete {chute.name}) or choose another name"
+                        f"delete it (chutes chutes delete {chute.name}) or choose another name",
+                        exc.status,
+                        exc.body,
                     ) from None
                 raise
         return (

@@ -65,12 +65,27 @@ def test_chute_knobs(field: str, value: object, allowed: str) -> None:
         ({"min_vram_gb_per_gpu": 141}, "min_vram_gb_per_gpu"),
         ({"include": ["a100"], "exclude": ["a100"]}, "include and exclude"),
         ({"gpus": 1}, "gpus"),
+        ({"max_hourly_price_per_gpu": 0}, "max_hourly_price_per_gpu"),
+        ({"max_hourly_price_per_gpu": -1.5}, "max_hourly_price_per_gpu"),
+        ({"max_hourly_price_per_gpu": "2"}, "max_hourly_price_per_gpu"),
+        ({"max_hourly_price_per_gpu": float("inf")}, "max_hourly_price_per_gpu"),
+        ({"max_hourly_price_per_gpu": float("nan")}, "max_hourly_price_per_gpu"),
+        ({"max_hourly_price_per_gpu": True}, "max_hourly_price_per_gpu"),
     ],
 )
 def test_node_selector_bounds(kwargs: dict, field: str) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         NodeSelector(**kwargs)
     assert field in str(info.value)
+
+
+def test_node_selector_price_cap_is_optional_and_sent() -> None:
+    assert NodeSelector().max_hourly_price_per_gpu is None
+    capped = NodeSelector(gpu_count=2, max_hourly_price_per_gpu=1.25)
+    assert capped.model_dump()["max_hourly_price_per_gpu"] == 1.25
+    assert NodeSelector(max_hourly_price_per_gpu=3).max_hourly_price_per_gpu == 3.0
+    chute = Chute(username="me", name="priced", node_selector=capped)
+    assert chute.to_dict()["node_selector"]["max_hourly_price_per_gpu"] == 1.25
 
 
 def test_cord_paths_and_duplicates() -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -8,6 +9,13 @@ import pytest
 import uvicorn
 
 from .platform_standin import API_KEY, create_app
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_seed_module():
+    """Deploying imports tests/seeds/example.py as ``example``; later tests import it afresh."""
+    yield
+    sys.modules.pop("example", None)
 
 
 @pytest.fixture(scope="module")
@@ -35,5 +43,6 @@ def config(tmp_path, monkeypatch, standin):
         f"[api]\nbase_url = {standin.state.url}\n\n[auth]\nusername = me\napi_key = {API_KEY}\n"
     )
     monkeypatch.setenv("CHUTES_CONFIG_PATH", str(path))
-    monkeypatch.delenv("CHUTES_API_URL", raising=False)
+    for name in ("CHUTES_API_URL", "CHUTES_API_KEY", "CHUTES_YES"):
+        monkeypatch.delenv(name, raising=False)
     return path

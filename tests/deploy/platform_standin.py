@@ -1,7 +1,9 @@
 """A stand-in for the Chutes platform API (the real one is not reachable from tests).
 
 It answers as the documented API does, keeps everything in memory, and records
-what it was sent so tests can check payloads.
+what it was sent so tests can check payloads. The account side (users and
+hotkey signatures, nodes, usage, secrets, reports, logs) and refusals on
+demand (``app.state.refuse``) are in :mod:`.platform_standin_account`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI, File, Form, Header, HTTPException, UploadFile
 from fastapi.responses import StreamingResponse
+
+from .platform_standin_account import Signatures, add_account_routes
 
 API_KEY = "cpk_test_key"
 HOURLY_PER_GPU = 0.12
@@ -23,6 +27,8 @@ def create_app() -> FastAPI:
     app.state.keys = {}
     app.state.shares = set()
     app.state.received = []
+    app.state.refuse = {}  # (METHOD, path) -> (status, detail), answered once
+    app.add_middleware(Signatures, standin=app, api_key=API_KEY)
 
     def auth(authorization: str | None) -> None:
         if authorization != API_KEY:
@@ -51,14 +57,22 @@ def create_app() -> FastAPI:
         if not accept_fee:
             raise HTTPException(402, {"message": "a deployment fee applies", "fee": fee})
         chute_id = str(uuid.uuid4())
+        given = payload["image"]
+        name, tag = (
+            (given.get("name"), given.get("tag")) if isinstance(given, dict) else (given, "")
+        )
+        image = next((i for i in app.state.images.values() if i["name"] == name), None)
+        if image is None:
+            image_id = str(uuid.uuid4())
+            image = {"image_id": image_id, "name": name, "tag": tag, "status": "built and pushed"}
+            app.state.images[image_id] = {**image, "public": False}
         app.state.chutes[chute_id] = {
             "chute_id": chute_id,
             "name": payload["name"],
             "version": "1",
             "public": payload["public"],
-            "image": payload["image"]
-            if isinstance(payload["image"], str)
-            else payload["image"]["name"],
+            "image": {k: image[k] for k in ("image_id", "name", "tag")},
+            "instances": [],
         }
         return {"chute_id": chute_id, "version": "1"}
 
@@ -93,7 +107,8 @@ def create_app() -> FastAPI:
     @app.get("/chutes/warmup/{id_or_name}")
     async def warmup(id_or_name: str, authorization: str | None = Header(None)):
         auth(authorization)
-        find(app.state.chutes, id_or_name)
+        chute = find(app.state.chutes, id_or_name)
+        chute["instances"] = [{"instance_id": f"inst-{chute['name']}", "active": True}]
 
         async def progress():
             for status in ("cold", "starting", "hot"):
@@ -128,7 +143,7 @@ def create_app() -> FastAPI:
     @app.get("/images/{image_id}/logs")
     async def image_logs(image_id: str, authorization: str | None = Header(None)):
         auth(authorization)
-        image = app.state.images[image_id]
+        image = find(app.state.images, image_id)
 
         async def log():
             for line in (f"building {image['name']}:{image['tag']}", "step 1/2", "pushed"):
@@ -186,4 +201,5 @@ def create_app() -> FastAPI:
         await logo.read()
         return {"logo_id": "logo-1"}
 
+    add_account_routes(app, auth, find)
     return app

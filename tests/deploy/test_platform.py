@@ -21,13 +21,13 @@ def test_deploy_asks_for_the_fee_then_deploys_then_refuses_a_duplicate(
 ) -> None:
     monkeypatch.chdir(SEEDS)
     first = run("deploy", "example:chute")
-    assert first.exit_code == 1
+    assert first.exit_code == 3  # the platform refused (402)
     assert "costs $0.36" in first.output and "--accept-fee" in first.output
     second = run("deploy", "example:chute", "--accept-fee", "--logo", str(SEEDS / "example.py"))
     assert second.exit_code == 0, second.output
     assert "deployed chute example chute_id=" in second.output and "version=1" in second.output
     third = run("deploy", "example:chute", "--accept-fee")
-    assert third.exit_code == 1 and "a chute named 'example' already exists" in third.output
+    assert third.exit_code == 3 and "a chute named 'example' already exists" in third.output
 
     payload = standin.state.received[1]
     assert payload["name"] == "example" and payload["username"] == "test"
@@ -38,6 +38,7 @@ def test_deploy_asks_for_the_fee_then_deploys_then_refuses_a_duplicate(
         "min_vram_gb_per_gpu": 16,
         "include": None,
         "exclude": None,
+        "max_hourly_price_per_gpu": None,
     }
     assert (payload["concurrency"], payload["max_instances"]) == (4, 1)
     assert (payload["scaling_threshold"], payload["shutdown_after_seconds"]) == (0.75, 300)
@@ -65,7 +66,7 @@ def test_listing_getting_and_deleting(config, standin) -> None:
     assert run("chutes", "delete", "example", "--yes").exit_code == 0
     assert json.loads(run("chutes", "list", "--json").output) == []
     missing = run("chutes", "get", "example")
-    assert missing.exit_code == 1 and "HTTP 404: example not found" in missing.output
+    assert missing.exit_code == 3 and "HTTP 404: example not found" in missing.output
 
 
 def test_keys_with_the_documented_scopes(config, standin) -> None:
@@ -99,14 +100,14 @@ def test_auth_and_config_errors_are_one_line(tmp_path, monkeypatch, standin) -> 
     monkeypatch.chdir(SEEDS)
     monkeypatch.setenv("CHUTES_CONFIG_PATH", str(tmp_path / "missing.ini"))
     missing = run("chutes", "list")
-    assert missing.exit_code == 1 and len(missing.output.strip().splitlines()) == 1
+    assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
     assert "no chutes config at" in missing.output
 
     bad = tmp_path / "bad.ini"
     bad.write_text(f"[api]\nbase_url = {standin.state.url}\n[auth]\napi_key = cpk_wrong\n")
     monkeypatch.setenv("CHUTES_CONFIG_PATH", str(bad))
     refused = run("deploy", "example:chute", "--accept-fee")
-    assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+    assert refused.exit_code == 3 and len(refused.output.strip().splitlines()) == 1
     assert "refused the key" in refused.output and "HTTP 401" in refused.output
 
     keyless = tmp_path / "keyless.ini"
@@ -118,6 +119,6 @@ def test_auth_and_config_errors_are_one_line(tmp_path, monkeypatch, standin) -> 
     monkeypatch.setenv("CHUTES_API_URL", "http://127.0.0.1:1")
     unreachable = run("chutes", "list")
     assert (
-        unreachable.exit_code == 1
+        unreachable.exit_code == 4
         and "cannot reach the chutes API at http://127.0.0.1:1" in unreachable.output
     )

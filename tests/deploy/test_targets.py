@@ -156,6 +156,12 @@ def test_undeploy_goes_to_the_target_with_its_undeploy_options(manager, recorder
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "fake removed example"
     assert recorder.calls == [("undeploy", "example", {"region": "eu"})]
+    as_json = run(manager, "undeploy", "example", "--target", "fake", "--json")
+    assert json.loads(as_json.stdout) == {
+        "target": "fake",
+        "name": "example",
+        "message": "fake removed example",
+    }
     # --replicas is a deploy option only.
     assert run(manager, "undeploy", "example", "--target", "fake", "--replicas", "2").exit_code == 2
     cannot = run(manager, "undeploy", "example", "--target", "quiet")
