@@ -12,6 +12,8 @@ from PIL import Image
 
 from chutes_testing.running import run_chute, write_template_app
 
+pytestmark = pytest.mark.timeout(600)  # the first test starts the chute
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_sd):

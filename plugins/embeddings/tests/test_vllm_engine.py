@@ -13,6 +13,8 @@ import pytest
 from chutes_core.errors import InvalidValueError
 from chutes_testing.running import run_chute, write_template_app
 
+pytestmark = pytest.mark.timeout(900)  # vLLM starts inside the test
+
 
 def launch(engine_args: object, *, cpu: bool = True) -> object:
     from chutes_embeddings.vllm_engine import VLLMPoolingEngine

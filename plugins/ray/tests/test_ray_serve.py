@@ -24,6 +24,8 @@ import pytest
 
 from chutes_testing.running import free_port
 
+pytestmark = pytest.mark.timeout(900)  # the module starts a Ray head in its first test
+
 # Ray is imported later, by chutes, after it has set what a loopback-only cluster needs.
 if importlib.util.find_spec("ray") is None:
     pytest.skip("needs Ray Serve (chutes-ray's dependency)", allow_module_level=True)

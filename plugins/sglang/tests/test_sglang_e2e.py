@@ -13,6 +13,7 @@ import pytest
 from chutes_core.engines.devices import gpu_visible
 
 pytestmark = [
+    pytest.mark.timeout(1500),  # the engine starts in the first test
     pytest.mark.gpu,
     pytest.mark.slow,
     pytest.mark.skipif(not gpu_visible(), reason="SGLang serves on a GPU; none is visible"),

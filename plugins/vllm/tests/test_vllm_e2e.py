@@ -27,6 +27,7 @@ import pytest
 from chutes_testing.running import RunningChute, run_chute, write_template_app
 
 pytestmark = [
+    pytest.mark.timeout(1200),  # the engine starts in the first test
     pytest.mark.slow,
     pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
