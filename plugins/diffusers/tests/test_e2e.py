@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import time
 
 import httpx
 import pytest
@@ -111,7 +112,9 @@ def test_requests_beyond_the_cap_get_429(server) -> None:
                 asyncio.create_task(client.post(f"{url}/generate", json=body)) for _ in "ab"
             ]
             # Both generations are under way (one runs, one waits for the worker) ...
+            deadline = time.monotonic() + 60
             while in_flight((await client.get(f"{url}/_chutes/metrics")).text) < 2:
+                assert time.monotonic() < deadline, "the two generations never both started"
                 await asyncio.sleep(0.02)
             # ... so the cap (concurrency=2) is reached and more are refused at once.
             refused = await asyncio.gather(
