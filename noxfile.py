@@ -198,12 +198,17 @@ def _entry_point_names(folder: str, names: list[str]) -> list[str]:
 
 #: Modules under mutation testing, each with the tests that should kill its mutants.
 MUTATION_TARGETS = {
-    "runtime/dispatch.py": ["tests/runtime/test_serving.py", "tests/runtime/test_lifecycle.py"],
+    "runtime/dispatch.py": [
+        "tests/runtime/test_readiness.py",
+        "tests/runtime/test_serving.py",
+        "tests/runtime/test_lifecycle.py",
+    ],
     "runtime/passthrough.py": [
         "tests/runtime/test_passthrough.py",
         "tests/runtime/test_passthrough_inprocess.py",
     ],
     "runtime/egress.py": [
+        "tests/runtime/test_egress_rules.py",
         "tests/runtime/test_egress.py",
         "tests/runtime/test_lifecycle_inprocess.py",
     ],
