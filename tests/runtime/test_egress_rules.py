@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json, os, socket, sys, tempfile
@@ -41,7 +43,6 @@ SCRIPT = textwrap.dedent(
         return "allowed"
 
     out = {"before_lock": egress.is_locked(), "open": lookup("192.0.2.1")}
-    os.environ["PYTHONPATH"] = "/somewhere"
     egress.lock()
     out["locked"] = egress.is_locked()
     out["lock_file"] = os.environ[egress.LOCK_ENV]
@@ -71,8 +72,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_what_the_lock_refuses_and_what_it_lets_through() -> None:
+@pytest.mark.parametrize("pythonpath", ["/somewhere", None])
+def test_what_the_lock_refuses_and_what_it_lets_through(pythonpath) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60
     )
@@ -82,7 +87,8 @@ def test_what_the_lock_refuses_and_what_it_lets_through() -> None:
 
     assert out["before_lock"] is False and out["open"] == "allowed"
     assert out["locked"] is True
-    assert out["pythonpath"].split(os.pathsep) == [egress.SITE_DIR, "/somewhere"]
+    # Children started from now on load the lock; the caller's path is kept.
+    assert out["pythonpath"].split(os.pathsep) == [egress.SITE_DIR, *filter(None, [pythonpath])]
     allowed = {"localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost"}
     allowed |= {"ip6-loopback", "127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1", "::1%lo"}
     for name, outcome in out["lookup"].items():
@@ -100,6 +106,6 @@ def test_what_the_lock_refuses_and_what_it_lets_through() -> None:
         "lock_file_left": False,
         "lock_dir_left": False,
         "env": None,
-        "pythonpath": "/somewhere",
+        "pythonpath": pythonpath,
         "lookup": "allowed",
     }
