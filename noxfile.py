@@ -196,6 +196,49 @@ def _entry_point_names(folder: str, names: list[str]) -> list[str]:
     return found
 
 
+#: Modules under mutation testing, each with the tests that should kill its mutants.
+MUTATION_TARGETS = {
+    "runtime/dispatch.py": [
+        "tests/runtime/test_readiness.py",
+        "tests/runtime/test_serving.py",
+        "tests/runtime/test_lifecycle.py",
+    ],
+    "runtime/passthrough.py": [
+        "tests/runtime/test_passthrough.py",
+        "tests/runtime/test_passthrough_inprocess.py",
+    ],
+    "runtime/egress.py": [
+        "tests/runtime/test_egress_rules.py",
+        "tests/runtime/test_egress.py",
+        "tests/runtime/test_lifecycle_inprocess.py",
+    ],
+    "chutes_core/plugins.py": ["tests/core/test_plugins.py", "tests/core/test_hookspecs.py"],
+    "chutes_core/engines/process.py": ["tests/core/test_engine.py"],
+}
+
+
+@nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (not in `make test`): nox -s mutation -- [module ...]; prints survivors.
+
+    Each mutant runs its module's tests (MUTATION_TARGETS), stopping at the first failure.
+    The egress tests need root for their namespaced test host. Results: tests/README.md.
+    """
+    install(session, "-e", ".[test]", "mutmut==2.5.1")
+    chosen = session.posargs or list(MUTATION_TARGETS)
+    for module in chosen:
+        runner = "python -m pytest -x -q -p no:cacheprovider " + " ".join(MUTATION_TARGETS[module])
+        # mutmut exits with a bit mask of outcomes (survivors, timeouts): report, don't fail.
+        session.run(
+            "mutmut", "run", "--paths-to-mutate", module, "--tests-dir", "tests",
+            "--runner", runner, "--no-progress", env=ENV, success_codes=list(range(64)),
+        )  # fmt: skip
+    session.run("mutmut", "results", env=ENV)
+    survivors = session.run("mutmut", "result-ids", "survived", env=ENV, silent=True) or ""
+    for mutant in str(survivors).split():
+        session.run("mutmut", "show", mutant, env=ENV)
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|all."""

@@ -20,6 +20,7 @@ def seeds_path(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(SEEDS))
     before = set(sys.modules)
     yield SEEDS
+    seeds = {path.stem for path in SEEDS.glob("*.py")}
     for name in set(sys.modules) - before:
-        if name in {"example", "llama1b", "understanding"}:
+        if name in seeds:
             del sys.modules[name]

@@ -4,7 +4,8 @@ Usage: python3 tools/matrix.py [session ...]
 
 Installs nox into .venv-tools on first use. Exits non-zero if any session
 fails. The last lines are a table of sessions with their outcome and time,
-then the total of tests passed and failed across sessions.
+then the total of tests passed and failed across sessions, and how many
+distinct tests that is (the core suite runs in several sessions).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".venv-tools"
 PYTEST_SUMMARY = re.compile(r"=+ (.*?) in [\d.]+s")
+#: pytest's short summary with -rfEp: one line per passed, failed or erroring test.
+OUTCOME_LINE = re.compile(r"^(PASSED|FAILED|ERROR) (\S.*?)(?: - .*)?$")
 
 
 def tools_python() -> str:
@@ -57,6 +60,16 @@ def counts(output: str) -> dict[str, int]:
     return found
 
 
+def node_ids(output: str) -> set[str]:
+    """The tests pytest reported (passed, failed or erroring) in a session's output."""
+    found = set()
+    for line in output.splitlines():
+        match = OUTCOME_LINE.match(line.strip())
+        if match:
+            found.add(match.group(2))
+    return found
+
+
 def main(argv: list[str]) -> int:
     python = tools_python()
     nox = [python, "-m", "nox", "-f", str(ROOT / "noxfile.py")]
@@ -67,6 +80,9 @@ def main(argv: list[str]) -> int:
     if argv:
         sessions = [s for s in sessions if s in argv or s.split("(")[0] in argv]
     results = []
+    distinct: set[str] = set()
+    # Every test named in the short summary, so that tests run in several sessions count once.
+    environ = {**os.environ, "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} -rfEp"}
     began = time.monotonic()
     for session in sessions:
         print(f"\n===== nox -s {session}", flush=True)
@@ -77,6 +93,7 @@ def main(argv: list[str]) -> int:
             stderr=subprocess.STDOUT,
             text=True,
             cwd=ROOT,
+            env=environ,
         )
         lines = []
         assert process.stdout is not None
@@ -86,6 +103,7 @@ def main(argv: list[str]) -> int:
         code = process.wait()
         output = "".join(lines)
         tests = counts(output)
+        distinct |= node_ids(output)
         if code == 0 and "no tests ran" in output:
             code = 5  # a session that collected nothing is a failure
         results.append((session, code, time.monotonic() - start, tests))
@@ -103,7 +121,7 @@ def main(argv: list[str]) -> int:
     bad = [s for s, code, _, _ in results if code != 0]
     if bad:
         print(f"failed sessions: {', '.join(bad)}")
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed; {len(distinct)} distinct tests")
     return 1 if bad or failed else 0
 
 

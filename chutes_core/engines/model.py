@@ -23,8 +23,7 @@ def check_revision(template: str, model_name: str, revision: str | None) -> str 
             f"{template}(revision)",
             None,
             f"the commit of {model_name!r} to serve, so that every instance serves the same "
-            f"weights. Find it on https://huggingface.co/{model_name}/commits/main, or with "
-            f"`python -c \"import huggingface_hub; print(huggingface_hub.model_info('{model_name}').sha)\"`",
+            f"weights: pass {template}(..., revision=<commit>). {_find_commit(model_name)}",
         )
     if revision is not None and not _SHA_RE.match(revision):
         log.warning(
@@ -35,6 +34,25 @@ def check_revision(template: str, model_name: str, revision: str | None) -> str 
             model_name,
         )
     return revision
+
+
+def _find_commit(model_name: str) -> str:
+    """How to find the commit: the hub's answer when it is reachable, else the command to run."""
+    command = (
+        f'`python -c "import huggingface_hub; '
+        f"print(huggingface_hub.model_info('{model_name}').sha)\"`"
+    )
+    sha = None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in {"1", "true", "yes", "on"}:
+        try:
+            import huggingface_hub
+
+            sha = huggingface_hub.model_info(model_name, timeout=10).sha
+        except Exception:  # not installed, unreachable, unknown model: say how to look
+            sha = None
+    if isinstance(sha, str) and sha:
+        return f"The hub's current commit of main is revision={sha!r}."
+    return f"Find it with {command}, or on https://huggingface.co/{model_name}/commits/main."
 
 
 def chute_name_for(model_name: str, *, default: str | None = None) -> str:

@@ -50,6 +50,15 @@ def argv(engine: OpenAIServerEngine, *extra: str) -> list[str]:
     return [sys.executable, STANDIN, *engine.server_flags(), *extra]
 
 
+async def eventually(condition, what: str, timeout: float = 30.0) -> None:
+    """Wait for ``condition`` on the event loop; fail naming ``what`` after ``timeout`` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,9 +76,10 @@ async def test_start_waits_for_readiness_warms_up_and_prefixes_logs(caplog) -> N
         assert OpenAIServerEngine.of(chute) is engine
         models = await engine.request("GET", "/v1/models")
         assert models.json()["data"][0]["id"] == "standin"
-        await asyncio.sleep(0.2)
+        await eventually(
+            lambda: "[standin] standin: completion for 'warm'" in caplog.text, "the engine's log"
+        )
         assert "[standin] standin: loading weights" in caplog.text
-        assert "[standin] standin: completion for 'warm'" in caplog.text
         assert engine.api_key not in caplog.text  # redacted from the logged command line
     finally:
         await engine.stop()
@@ -100,10 +110,7 @@ async def test_death_after_ready_makes_the_host_unready_and_exit(
     await engine.start(chute, argv(engine, *extra))
     assert engine.process is not None
     os.kill(engine.process.pid, signal.SIGKILL)
-    for _ in range(100):
-        if host.exits:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: host.exits, "the driver to report the death")
     assert host.exits == [1]
     assert "standin exited with code -9" in host.unready[0]
     assert not engine.ready
@@ -111,12 +118,35 @@ async def test_death_after_ready_makes_the_host_unready_and_exit(
         assert alive(int(child_file.read_text()))  # the pipe really was still held open
     await engine.stop()
     if child_holds_the_pipe:
-        for _ in range(50):
-            if not alive(int(child_file.read_text())):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the engine's child outlived stop()")
+        child = int(child_file.read_text())
+        await eventually(lambda: not alive(child), "the engine's child to be gone after stop()")
+
+
+async def test_death_after_ready_against_the_real_host() -> None:
+    # The runtime's own Host (through the testing kit), not a recording stand-in.
+    from chutes_testing import ChuteClient
+
+    engine = OpenAIServerEngine("standin", port=free_port(), stop_timeout=2.0)
+    chute = Chute(username="me", name="engine-host")
+    engine.attach(chute)
+
+    @chute.on_startup()
+    async def start(self) -> None:
+        await engine.start(chute, argv(engine))
+
+    @chute.on_shutdown()
+    async def stop(self) -> None:
+        await engine.stop()
+
+    async with ChuteClient(chute, plugins=PluginManager(entry_points=False)) as client:
+        assert (await client.get("/_chutes/ready")).status_code == 200
+        assert engine.process is not None
+        os.kill(engine.process.pid, signal.SIGKILL)
+        await eventually(lambda: client.host.exit_code, "the host to be asked to exit")
+        ready = await client.get("/_chutes/ready")
+        assert ready.status_code == 503
+        assert "standin exited with code -9" in ready.text
+        assert client.host.exit_code == 1
 
 
 async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None:
@@ -127,12 +157,7 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None
     assert alive(child)
     await engine.stop()
     assert engine.process is not None and engine.process.returncode == -signal.SIGKILL
-    for _ in range(50):
-        if not alive(child):
-            break
-        await asyncio.sleep(0.05)
-    else:
-        pytest.fail("the engine's child outlived stop()")
+    await eventually(lambda: not alive(child), "the engine's child to be gone after stop()")
     assert host.exits == []
 
 

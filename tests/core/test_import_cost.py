@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "transformers", "vllm", "sglang", "diffusers", "sentence_transformers", "triton")
 
 
@@ -83,3 +85,35 @@ def test_the_fast_run_parser_matches_the_cli() -> None:
     cli = {param.name: param.default for param in command.params}
     fast = {action.dest: action.default for action in parser()._actions if action.dest != "help"}
     assert cli == fast
+
+
+def test_chutes_run_serves_without_importing_an_engine(tmp_path) -> None:
+    # The whole `chutes run` path up to serving: CLI, host, every installed plugin loaded.
+    from chutes_testing.running import run_chute
+
+    (tmp_path / "light.py").write_text(
+        "from chutes.chute import Chute\n\n"
+        "chute = Chute(username='me', name='light')\n\n\n"
+        "@chute.cord()\nasync def echo(self, text: str) -> str:\n    return text\n"
+    )
+    env = {"PYTHONPROFILEIMPORTTIME": "1", "HF_HUB_OFFLINE": "1"}
+    with run_chute("light:chute", cwd=tmp_path, env=env, ready_timeout=60) as running:
+        log = running.log()
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in log.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"chutes_runtime", "uvicorn", "stevedore"} <= names, "no import-time output captured"
+    assert not names & set(HEAVY), sorted(names & set(HEAVY))
+
+
+def test_the_heavy_packages_are_installed_where_every_plugin_is() -> None:
+    # With every plugin installed (CHUTES_EXPECT_PLUGINS), torch and transformers are there,
+    # so the light-import checks above can fail; without them they prove nothing.
+    import importlib.util
+
+    if not os.environ.get("CHUTES_EXPECT_PLUGINS"):
+        pytest.skip("only where every plugin is installed (the all_plugins session)")
+    assert importlib.util.find_spec("torch") is not None
+    assert importlib.util.find_spec("transformers") is not None

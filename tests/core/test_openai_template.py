@@ -156,6 +156,32 @@ def test_a_hub_model_needs_a_revision_and_the_error_says_how_to_find_one() -> No
         check_revision("build_x_chute", "org/model", "  ")
 
 
+def test_where_the_hub_answers_the_error_gives_its_current_commit(monkeypatch) -> None:
+    import types
+
+    asked = []
+    sha = "4b1e3ea7d1a0c1a3b0a59d5f3b8a4a6f9d2c6e10"
+
+    def model_info(name, timeout=None):
+        asked.append(name)
+        return types.SimpleNamespace(sha=sha)
+
+    monkeypatch.setitem(
+        sys.modules, "huggingface_hub", types.SimpleNamespace(model_info=model_info)
+    )
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(InvalidValueError) as caught:
+        check_revision("build_x_chute", "org/model", None)
+    assert asked == ["org/model"]
+    assert f"revision={sha!r}" in str(caught.value)
+    assert "build_x_chute(..., revision=<commit>)" in str(caught.value)
+    # Offline, the hub is not asked: the error gives the command instead.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InvalidValueError, match="model_info"):
+        check_revision("build_x_chute", "org/model", None)
+    assert asked == ["org/model"]
+
+
 def test_a_local_model_needs_no_revision_and_a_branch_is_a_warning(tmp_path, caplog) -> None:
     assert check_revision("build_x_chute", str(tmp_path), None) is None
     sha = "0123456789abcdef0123456789abcdef01234567"

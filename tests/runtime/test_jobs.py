@@ -45,10 +45,12 @@ async def test_a_schedule_triggers_runs_until_shutdown(monkeypatch: pytest.Monke
         return f"tick {self.state.ticks}"
 
     async with ChuteClient(chute) as client:
-        for _ in range(200):
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
             runs = (await client.get("/_chutes/jobs")).json()["runs"]
             if sum(run["status"] == "succeeded" for run in runs) >= 3:
                 break
+            assert asyncio.get_running_loop().time() < deadline, runs
             await asyncio.sleep(0.02)
         runner = client.host.jobs
     assert set(asked) == {"0 2 * * *"}
@@ -60,3 +62,32 @@ async def test_a_schedule_triggers_runs_until_shutdown(monkeypatch: pytest.Monke
     assert finished[1]["attempts"] == 2 and finished[1]["result"] == "tick 3"
     # Shutdown stopped the schedule: nothing of it is left running.
     assert not runner._tasks
+
+
+async def test_a_running_job_is_cancelled_at_shutdown_and_says_so() -> None:
+    chute = Chute(username="test", name="long-job")
+    started = asyncio.Event()
+    seen: list[str] = []
+
+    @chute.job(timeout=600)
+    async def forever(self: Chute) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    @chute.on_shutdown()
+    async def after(self: Chute) -> None:
+        seen.append("shutdown hook")
+
+    async with ChuteClient(chute) as client:
+        triggered = await client.post("/_chutes/jobs/forever", json={})
+        assert triggered.status_code == 202, triggered.text
+        await asyncio.wait_for(started.wait(), 30)
+        run = client.host.jobs.runs[triggered.json()["id"]]
+        assert run.status == "running"
+    # Shutdown cancelled the run (the job saw it) and the shutdown hooks still ran.
+    assert seen == ["cancelled", "shutdown hook"]
+    assert (run.status, run.error) == ("failed", "cancelled: the host is shutting down")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,3 +46,60 @@ def test_run_local_serves_in_dev_mode_with_the_custom_health_check(tmp_path) -> 
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(30) == 0
+
+
+APP = """
+import contextlib
+import os
+
+from chutes.chute import Chute
+
+chute = Chute(username="test", name="reloading")
+
+
+@chute.cord(method="GET")
+async def hello(self) -> dict:
+    return {"hello": "WORD"}
+
+
+if __name__ == "__main__":
+    chute.run_local(host="127.0.0.1", port=int(os.environ["PORT"]), reload=True, log_level="info")
+"""
+
+
+def test_run_local_with_reload_serves_the_edited_code(tmp_path) -> None:
+    from .conftest import wait_for
+
+    port = free_port()
+    app = tmp_path / "reloading.py"
+    app.write_text(APP.replace("WORD", "world"))
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(app)],
+            cwd=tmp_path,
+            env={**os.environ, "PORT": str(port)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/hello"
+
+    def says(word: str) -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            return httpx.get(url, timeout=5).json() == {"hello": word}
+        except (httpx.TransportError, ValueError):
+            return False
+
+    try:
+        wait_for(lambda: says("world"), "run_local(reload=True) to serve", timeout=60)
+        app.write_text(APP.replace("WORD", "planet"))
+        wait_for(lambda: says("planet"), "the reloaded code to answer", timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)

@@ -1,14 +1,14 @@
 import asyncio
-
-from fastapi.responses import FileResponse
+from typing import Optional
 from pydantic import BaseModel, Field
-
-from chutes.chute import Chute, NodeSelector
+from fastapi.responses import FileResponse
 from chutes.image import Image
+from chutes.chute import Chute, NodeSelector
 
-image = Image(
-    username="chutes", name="foo", tag="0.1", readme="## Base python+cuda image for chutes"
-).from_base("parachutes/python:3.12")
+image = (
+    Image(username="chutes", name="foo", tag="0.1", readme="## Base python+cuda image for chutes")
+    .from_base("parachutes/python:3.12")
+)
 
 chute = Chute(
     username="test",
@@ -35,15 +35,15 @@ class MicroArgs(BaseModel):
 
 
 class FullArgs(MicroArgs):
-    bunny: str | None = None
-    giraffe: bool | None = False
-    zebra: int | None = None
+    bunny: Optional[str] = None
+    giraffe: Optional[bool] = False
+    zebra: Optional[int] = None
 
 
 class ExampleOutput(BaseModel):
     foo: str
     bar: str
-    baz: str | None
+    baz: Optional[str]
 
 
 @chute.on_startup()
@@ -73,7 +73,6 @@ async def image(self) -> FileResponse:
 
 async def main():
     print(await echo("bar"))
-
 
 if __name__ == "__main__":
     asyncio.run(main())

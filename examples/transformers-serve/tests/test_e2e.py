@@ -12,6 +12,8 @@ import pytest
 
 from chutes_testing.running import free_port, run_chute, write_template_app
 
+pytestmark = pytest.mark.timeout(600)  # the first test starts the chute
+
 pytest.importorskip("transformers.cli.serving", reason="needs chutes-transformers-serve[engine]")
 openai = pytest.importorskip("openai")
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import signal
+import time
 
 import httpx
 import pytest
 from PIL import Image
 
 from chutes_testing.running import run_chute, write_template_app
+
+pytestmark = pytest.mark.timeout(600)  # the first test starts the chute
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,9 @@ def test_requests_beyond_the_cap_get_429(server) -> None:
                 asyncio.create_task(client.post(f"{url}/generate", json=body)) for _ in "ab"
             ]
             # Both generations are under way (one runs, one waits for the worker) ...
+            deadline = time.monotonic() + 60
             while in_flight((await client.get(f"{url}/_chutes/metrics")).text) < 2:
+                assert time.monotonic() < deadline, "the two generations never both started"
                 await asyncio.sleep(0.02)
             # ... so the cap (concurrency=2) is reached and more are refused at once.
             refused = await asyncio.gather(

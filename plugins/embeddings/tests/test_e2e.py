@@ -179,3 +179,28 @@ def test_served_in_its_own_network_namespace_where_the_machine_allows(server) ->
     assert egress["locked"] is True and egress["layers"][-1] == "audit", egress
     if os.geteuid() == 0:
         assert egress["layers"][0] == "netns", egress
+
+
+def test_the_template_locks_egress_after_startup(tmp_path, minilm) -> None:
+    # Asserted by connecting to a test host in a network namespace, not by the log.
+    from chutes_testing.egress import (
+        EGRESS_TARGET_ENV,
+        PROBE_PATH,
+        NetnsUnavailable,
+        check_egress_locked,
+        namespaced_test_host,
+        write_egress_probe_app,
+    )
+
+    app = write_egress_probe_app(tmp_path, "embedding", username="me", model_name=str(minilm))
+    try:
+        host = namespaced_test_host()
+        target = host.__enter__()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        env = {"HF_HUB_OFFLINE": "1", EGRESS_TARGET_ENV: target}
+        with run_chute(app, cwd=tmp_path, env=env, ready_timeout=120) as running:
+            check_egress_locked(httpx.get(running.url + PROBE_PATH, timeout=90).json())
+    finally:
+        host.__exit__(None, None, None)

@@ -5,13 +5,17 @@ Runs in the vllm_e2e nox session; skipped, with the reason, where vLLM is absent
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 
+import httpx
 import numpy as np
 import pytest
 
 from chutes_core.errors import InvalidValueError
-from chutes_testing.running import run_chute, write_template_app
+from chutes_testing.running import run_chute
+
+pytestmark = pytest.mark.timeout(900)  # vLLM starts inside the test
 
 
 def launch(engine_args: object, *, cpu: bool = True) -> object:
@@ -68,7 +72,17 @@ def test_vllm_serves_the_same_vectors(tmp_path, minilm) -> None:
     openai = pytest.importorskip("openai")
     from sentence_transformers import SentenceTransformer
 
-    app = write_template_app(
+    from chutes_testing.egress import (
+        EGRESS_TARGET_ENV,
+        PROBE_PATH,
+        NetnsUnavailable,
+        check_egress_locked,
+        namespaced_test_host,
+        write_egress_probe_app,
+    )
+
+    # The template as a user builds it, plus a cord that probes egress (chutes_testing.egress).
+    app = write_egress_probe_app(
         tmp_path,
         "embedding",
         username="me",
@@ -78,7 +92,14 @@ def test_vllm_serves_the_same_vectors(tmp_path, minilm) -> None:
         max_embed_len=256,
     )
     env = {"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1"}
-    with run_chute(app, cwd=tmp_path, env=env, ready_timeout=600) as running:
+    with contextlib.ExitStack() as stack:
+        try:
+            env[EGRESS_TARGET_ENV] = stack.enter_context(namespaced_test_host())
+        except NetnsUnavailable as exc:
+            no_test_host = str(exc)
+        else:
+            no_test_host = ""
+        running = stack.enter_context(run_chute(app, cwd=tmp_path, env=env, ready_timeout=600))
         client = openai.OpenAI(base_url=f"{running.url}/v1", api_key="unused", max_retries=0)
         texts = ["A man is playing a guitar.", "The stock market fell sharply today."]
         data = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts).data
@@ -87,3 +108,7 @@ def test_vllm_serves_the_same_vectors(tmp_path, minilm) -> None:
         assert np.abs(got - expected).max() < 1e-4
         assert [m.id for m in client.models.list().data] == ["all-MiniLM-L6-v2"]
         assert "external egress locked after startup (decided by embeddings)" in running.log()
+        # The lock itself: reached during startup, refused afterwards.
+        if no_test_host:
+            pytest.skip(f"served the same vectors; the egress check {no_test_host}")
+        check_egress_locked(httpx.get(running.url + PROBE_PATH, timeout=90).json())

@@ -24,9 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_testing.running import RunningChute, run_chute, write_template_app
+from chutes_testing.running import RunningChute, run_chute
 
 pytestmark = [
+    pytest.mark.timeout(1200),  # the engine starts in the first test
     pytest.mark.slow,
     pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
@@ -47,7 +48,29 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="module")
-def chute(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[RunningChute]:
+def egress_target() -> Iterator[str | None]:
+    """A test host in a network namespace (None where this machine cannot make one)."""
+    from chutes_testing.egress import NetnsUnavailable, namespaced_test_host
+
+    try:
+        host = namespaced_test_host()
+        target = host.__enter__()
+    except NetnsUnavailable as exc:
+        print(f"\nno egress test host: {exc}")
+        yield None
+        return
+    try:
+        yield target
+    finally:
+        host.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def chute(
+    tmp_path_factory: pytest.TempPathFactory, model: str, egress_target: str | None
+) -> Iterator[RunningChute]:
+    from chutes_testing.egress import EGRESS_TARGET_ENV, write_egress_probe_app
+
     with httpx.Client(trust_env=False) as probe:
         try:
             probe.get(ENGINE_URL, timeout=1)
@@ -56,7 +79,8 @@ def chute(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[Runn
         else:
             pytest.fail(f"something already listens on {ENGINE_URL}, vLLM's port")
     project = tmp_path_factory.mktemp("project")
-    app = write_template_app(
+    # The template as a user builds it, plus a cord that probes egress (chutes_testing.egress).
+    app = write_egress_probe_app(
         project,
         "vllm",
         username="me",
@@ -65,6 +89,8 @@ def chute(tmp_path_factory: pytest.TempPathFactory, model: str) -> Iterator[Runn
     )
     began = time.monotonic()
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(project / "hf"), "VLLM_HOST_IP": "127.0.0.1"}
+    if egress_target:
+        env[EGRESS_TARGET_ENV] = egress_target
     with run_chute(app, cwd=project, env=env, ready_timeout=900) as running:
         print(f"\nvLLM chute ready in {time.monotonic() - began:.1f}s")
         yield running
@@ -147,7 +173,13 @@ def test_a_client_that_disconnects_mid_stream_aborts_the_request(chute, model) -
     assert generated_tokens() - before < max_tokens
 
 
-def test_egress_is_locked_after_startup_by_the_plugins_default(chute) -> None:
+def test_egress_is_locked_after_startup_by_the_plugins_default(chute, egress_target) -> None:
+    # Connections to a test host: reached during startup, refused afterwards.
+    from chutes_testing.egress import PROBE_PATH, check_egress_locked
+
+    if egress_target is None:
+        pytest.skip("needs root and `ip netns` for the egress test host")
+    check_egress_locked(httpx.get(chute.url + PROBE_PATH, timeout=90, trust_env=False).json())
     assert "external egress locked after startup (decided by vllm)" in chute.log()
 
 

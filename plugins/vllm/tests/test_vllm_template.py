@@ -143,11 +143,22 @@ def test_cpu_mode_adds_its_defaults_unless_engine_args_decide(monkeypatch) -> No
     assert "VLLM_CPU_KVCACHE_SPACE" not in VLLM.environment(cpu)
 
 
-def test_node_selector_sets_the_tensor_parallel_size(tmp_path) -> None:
-    chute = build_vllm_chute(
-        username="me", model_name=str(tmp_path), node_selector=NodeSelector(gpu_count=8)
-    )
-    assert chute.node_selector.gpu_count == 8
+async def test_node_selector_sets_the_tensor_parallel_size(tmp_path, monkeypatch) -> None:
+    # The startup hook builds the engine's command line; record it instead of starting vLLM.
+    started: list[list[str]] = []
+
+    async def record(self, chute, argv, **options) -> None:
+        started.append(list(argv))
+
+    monkeypatch.setattr(OpenAIServerEngine, "start", record)
+    for gpus in (8, 2):
+        chute = build_vllm_chute(
+            username="me", model_name=str(tmp_path), node_selector=NodeSelector(gpu_count=gpus)
+        )
+        for hook in chute.startup_hooks:
+            await hook.fn(chute.chute)
+        argv = started.pop()
+        assert argv[argv.index("--tensor-parallel-size") + 1] == str(gpus), argv
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed")

@@ -4,6 +4,8 @@ import asyncio
 import os
 from pathlib import Path
 
+from fastapi import WebSocket
+
 from chutes.chute import Chute
 
 MARKS = Path(os.environ["CHUTES_TEST_MARKS"])
@@ -20,3 +22,10 @@ async def download_weights(self):
 @chute.cord(method="GET")
 async def hello(self) -> str:
     return "hello"
+
+
+@chute.websocket("/ws")
+async def greet(self, websocket: WebSocket):
+    await websocket.accept()
+    await websocket.send_text("hello")
+    await websocket.close()

@@ -1,0 +1,111 @@
+"""What the egress lock lets through, case by case, in a fresh process (no network needed).
+
+Only name lookups of numeric addresses (no packet even if the lock failed), loopback
+and a Unix socket are tried here; connections beyond loopback are tried against the
+namespaced test host in test_egress.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, socket, sys, tempfile
+    from pathlib import Path
+    from chutes_runtime import egress
+
+    def lookup(host):
+        text = host.decode() if isinstance(host, bytes) else host
+        numeric = text[:1].isdigit() or ":" in text
+        try:
+            socket.getaddrinfo(host, 80, flags=socket.AI_NUMERICHOST if numeric else 0)
+        except PermissionError as exc:
+            return "refused: " + str(exc)
+        except OSError:
+            return "allowed"  # the lock let it through; the resolver had its say
+        return "allowed"
+
+    def connect(address, family=socket.AF_INET):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(address)
+            except PermissionError as exc:
+                return "refused: " + str(exc)
+            except OSError:
+                return "allowed"
+        return "allowed"
+
+    out = {"before_lock": egress.is_locked(), "open": lookup("192.0.2.1")}
+    egress.lock()
+    out["locked"] = egress.is_locked()
+    out["lock_file"] = os.environ[egress.LOCK_ENV]
+    out["pythonpath"] = os.environ["PYTHONPATH"]
+    names = ["localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost",
+             "ip6-loopback", "127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1",
+             "::1%lo", "192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1", "fe80::1%lo",
+             "example.invalid"]
+    out["bytes"] = {"127.0.0.1": lookup(b"127.0.0.1"), "192.0.2.1": lookup(b"192.0.2.1")}
+    out["lookup"] = {name: lookup(name) for name in names}
+    unix = os.path.join(tempfile.mkdtemp(), "s")
+    out["connect"] = {
+        "127.0.0.1": connect(("127.0.0.1", 9)),
+        "unix": connect(unix, socket.AF_UNIX),
+    }
+    egress.unlock()
+    out["after_unlock"] = {
+        "locked": egress.is_locked(),
+        "lock_file_left": Path(out["lock_file"]).exists(),
+        "lock_dir_left": Path(out["lock_file"]).parent.exists(),
+        "env": os.environ.get(egress.LOCK_ENV),
+        "pythonpath": os.environ.get("PYTHONPATH"),
+        "lookup": lookup("192.0.2.1"),
+    }
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("pythonpath", ["/somewhere", None])
+def test_what_the_lock_refuses_and_what_it_lets_through(pythonpath) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    from chutes_runtime import egress
+
+    assert out["before_lock"] is False and out["open"] == "allowed"
+    assert out["locked"] is True
+    # Children started from now on load the lock; the caller's path is kept.
+    assert out["pythonpath"].split(os.pathsep) == [egress.SITE_DIR, *filter(None, [pythonpath])]
+    allowed = {"localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost"}
+    allowed |= {"ip6-loopback", "127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1", "::1%lo"}
+    for name, outcome in out["lookup"].items():
+        if name in allowed:
+            assert outcome == "allowed", (name, outcome)
+        else:
+            assert outcome == (
+                f"refused: egress is locked for this chute: name lookup of {name!r} refused"
+            ), (name, outcome)
+    assert out["bytes"]["127.0.0.1"] == "allowed"
+    assert out["bytes"]["192.0.2.1"].startswith("refused: egress is locked")
+    assert out["connect"] == {"127.0.0.1": "allowed", "unix": "allowed"}
+    assert out["after_unlock"] == {
+        "locked": False,
+        "lock_file_left": False,
+        "lock_dir_left": False,
+        "env": None,
+        "pythonpath": pythonpath,
+        "lookup": "allowed",
+    }
