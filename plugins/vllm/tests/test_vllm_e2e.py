@@ -17,6 +17,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,7 +150,7 @@ def test_streaming_is_relayed_as_server_sent_events_chunk_by_chunk(chute, model)
 
 
 def test_a_client_that_disconnects_mid_stream_aborts_the_request(chute, model) -> None:
-    before = generated_tokens()
+    before = generated_tokens(chute)
     max_tokens = MAX_MODEL_LEN - 16
     body = {
         "model": model,
@@ -169,8 +171,8 @@ def test_a_client_that_disconnects_mid_stream_aborts_the_request(chute, model) -
         print(chute.log()[-6000:])
         raise
     # ...and its metrics show it stopped generating well short of max_tokens.
-    wait_for(lambda: engine_metric("vllm:num_requests_running") == 0, "the request to stop")
-    assert generated_tokens() - before < max_tokens
+    wait_for(lambda: engine_metric(chute, "vllm:num_requests_running") == 0, "the request to stop")
+    assert generated_tokens(chute) - before < max_tokens
 
 
 def test_egress_is_locked_after_startup_by_the_plugins_default(chute, egress_target) -> None:
@@ -184,7 +186,7 @@ def test_egress_is_locked_after_startup_by_the_plugins_default(chute, egress_tar
 
 
 def test_killing_the_engine_makes_the_chute_unready_and_exit_non_zero(chute) -> None:
-    engine_pid = child_running(chute.process.pid, ENGINE_MODULE)
+    engine_pid = descendant_running(chute.process.pid, ENGINE_MODULE)
     engine_group = os.getpgid(engine_pid)
     os.kill(engine_pid, signal.SIGKILL)
     statuses = []
@@ -209,27 +211,54 @@ def wait_for(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def engine_metric(name: str) -> float:
-    text = httpx.get(f"{ENGINE_URL}/metrics", timeout=10, trust_env=False).text
+def engine_metric(chute: RunningChute, name: str) -> float:
+    text = engine_get(chute, "/metrics")
     values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
     assert values, f"{name} is not among vLLM's metrics"
     return sum(values)
 
 
-def generated_tokens() -> float:
-    return engine_metric("vllm:generation_tokens_total")
+def generated_tokens(chute: RunningChute) -> float:
+    return engine_metric(chute, "vllm:generation_tokens_total")
 
 
-def child_running(parent: int, needle: str) -> int:
+def engine_get(chute: RunningChute, path: str) -> str:
+    """GET from the engine on its loopback: the chute's own network namespace when it has one."""
+    engine = descendant_running(chute.process.pid, ENGINE_MODULE)
+    if os.readlink(f"/proc/{engine}/ns/net") == os.readlink("/proc/self/ns/net"):
+        return httpx.get(ENGINE_URL + path, timeout=10, trust_env=False).text
+    fetch = "import sys, httpx; print(httpx.get(sys.argv[1], timeout=10, trust_env=False).text)"
+    return subprocess.run(
+        ["nsenter", f"--net=/proc/{engine}/ns/net", sys.executable, "-c", fetch, ENGINE_URL + path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+
+
+def descendant_running(ancestor: int, needle: str) -> int:
+    """A process under ``ancestor`` (at any depth: `chutes run` may supervise the host) running ``needle``."""
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cmdlines[int(stat.parent.name)] = (
+                (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            )
         except OSError:
             continue
-        if int(fields[1]) == parent and needle in cmdline:
-            return int(stat.parent.name)
-    raise AssertionError(f"no child of {parent} runs {needle}")
+        parents[int(stat.parent.name)] = int(fields[1])
+    for pid, cmdline in cmdlines.items():
+        if needle not in cmdline:
+            continue
+        up = parents.get(pid)
+        while up is not None and up > 1:
+            if up == ancestor:
+                return pid
+            up = parents.get(up)
+    raise AssertionError(f"no process under {ancestor} runs {needle}")
 
 
 def processes_in_group(group: int) -> list[int]:
