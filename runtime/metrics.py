@@ -47,6 +47,8 @@ class Metrics:
         self.rejected: Counter[str] = Counter()  # by reason
         self.job_runs: Counter[tuple[str, str]] = Counter()  # by (job, outcome)
         self.ready = False
+        #: More prometheus collectors of this host (batched cords), served beside these.
+        self.collectors: list[Any] = []
         self._registry: Any = None
 
     def cord(self, name: str) -> CordStats:
@@ -63,6 +65,8 @@ class Metrics:
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=True)
             self._registry.register(_Collector(self))
+            for collector in self.collectors:
+                self._registry.register(collector)
         return generate_latest(self._registry) + generate_latest(REGISTRY)
 
 
