@@ -124,7 +124,6 @@ class _Bars:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
-            DownloadColumn,
             Progress,
             SpinnerColumn,
             TextColumn,
@@ -135,7 +134,7 @@ class _Bars:
             SpinnerColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
+            TextColumn("{task.fields[amount]}"),
             TimeElapsedColumn(),
             console=Console(file=self._stream),
             transient=False,
@@ -155,15 +154,29 @@ class _Bars:
                     handler.setStream(original)
                 self._progress = None
             return
+        from rich.markup import escape
+
         progress = self._progress or self._start()
-        rows = [(phase.name, phase.done, phase.total)]
-        rows += [(f"  {name}", done, total) for name, (done, total) in list(phase.files.items())]
+        snapshot = phase.progress() or {}
+        rows = [(phase.name, snapshot.get("done", 0), snapshot.get("total"))]
+        rows += [
+            (f"  {name}", file["done"], file["total"])
+            for name, file in snapshot.get("files", {}).items()
+        ]
         for label, done, total in rows:
             key = (id(phase), label)
+            description = escape(label)
+            if label == phase.name and phase.state == "done":
+                description += " [green]done"
+            elif label == phase.name and phase.state == "failed":
+                description += f" [red]failed: {escape(phase.error or '')}"
+            amount = ""
+            if snapshot:  # a phase with numbers: "1.2 MB / 4.0 MB"
+                amount = _amount(done, phase.unit)
+                if total is not None:
+                    amount += f" / {_amount(total, phase.unit)}"
             if key not in self._tasks:
-                self._tasks[key] = progress.add_task(label, total=total)
-            mark = {"done": " [green]done", "failed": f" [red]failed: {phase.error}"}
-            description = label + (mark.get(phase.state, "") if label == phase.name else "")
+                self._tasks[key] = progress.add_task(description, total=total, amount=amount)
             finished = phase.state != "running"
             total = total if total is not None else (done or 1 if finished else None)
             progress.update(
@@ -171,4 +184,5 @@ class _Bars:
                 description=description,
                 completed=total if finished and total else done,
                 total=total,
+                amount=amount,
             )

@@ -130,5 +130,21 @@ def test_on_a_terminal_the_phases_are_progress_bars() -> None:
     worker.start()
     worker.join()
     drawn = screen.getvalue()
-    assert "download" in drawn and "w.bin" in drawn and "2.0" in drawn and "MB" in drawn
+    assert "download" in drawn and "w.bin" in drawn and "2.0 MB / 2.0 MB" in drawn
     assert "engine_start" in drawn and "ready" in drawn
+
+
+def test_a_failed_phase_is_drawn_with_its_error_as_text() -> None:
+    from chutes_runtime.warmup import attach_display
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    tracker = progress.Tracker()
+    attach_display(tracker, stream=screen)
+    with pytest.raises(KeyError), tracker.phase("engine_ready"):
+        raise KeyError("[bold]not markup[/bold]")
+    tracker.settle()
+    assert "failed: KeyError: '[bold]not markup[/bold]'" in screen.getvalue()
