@@ -203,12 +203,12 @@ class Cord:
         return f"<Cord{kind} {self.name} {self.method} {self.public_api_path}>"
 
     def to_dict(self) -> dict[str, Any]:
-        """The cord as the deploy payload describes it."""
+        """The cord as the deploy payload describes it (``batch`` only for batched cords)."""
 
         def schema(model: type[BaseModel] | None) -> dict[str, Any] | None:
             return model.model_json_schema() if model is not None else None
 
-        return {
+        described = {
             "function": self.name,
             "path": self.path,
             "public_api_path": self.public_api_path,
@@ -223,16 +223,14 @@ class Cord:
             "output_schema": schema(self.output_schema),
             "output_content_type": self.output_content_type,
             "provision_timeout": self.provision_timeout,
-            "batch": (
-                {
-                    "max_batch_size": self.max_batch_size,
-                    "batch_wait_timeout_s": self.batch_wait_timeout_s,
-                }
-                if self.batch
-                else None
-            ),
             "doc": inspect.getdoc(self.fn),
         }
+        if self.batch:
+            described["batch"] = {
+                "max_batch_size": self.max_batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            }
+        return described
 
 
 def _check_batch(where: str, fn: Callable[..., Any], cord: Cord) -> type[BaseModel]:

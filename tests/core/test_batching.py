@@ -7,8 +7,10 @@ import threading
 import time
 
 import pytest
+from pydantic import BaseModel
 
 from chutes_core.batching import Batcher, BatchError
+from chutes_core.chute import Chute
 from chutes_core.errors import InvalidValueError
 
 
@@ -174,3 +176,41 @@ def test_options_are_checked() -> None:
         Batcher(lambda b: b, max_batch_size=0, batch_wait_timeout_s=0.01)
     with pytest.raises(InvalidValueError, match="batch_wait_timeout_s"):
         Batcher(lambda b: b, max_batch_size=2, batch_wait_timeout_s=-1)
+
+
+class Item(BaseModel):
+    n: int
+
+
+def test_a_batched_cord_takes_a_list_of_one_model_and_says_so_in_its_payload() -> None:
+    chute = Chute(username="me", name="batched")
+
+    @chute.cord(batch=True, max_batch_size=16, batch_wait_timeout_s=0.02)
+    async def double(self, items: list[Item]) -> list[int]:
+        return [2 * i.n for i in items]
+
+    @chute.cord()
+    async def plain(self, item: Item) -> int:
+        return item.n
+
+    assert double.input_schema is Item  # what one request carries
+    assert double.to_dict()["batch"] == {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+    assert "batch" not in plain.to_dict()  # payloads of other cords are unchanged
+
+    with pytest.raises(InvalidValueError, match=r"list\[Model\]"):
+
+        @chute.cord(batch=True)
+        async def loose(self, n: int) -> int:
+            return n
+
+    with pytest.raises(InvalidValueError, match="False for stream"):
+
+        @chute.cord(batch=True, stream=True)
+        async def streamed(self, items: list[Item]):
+            yield items
+
+    with pytest.raises(InvalidValueError, match="max_batch_size"):
+
+        @chute.cord(batch=True, max_batch_size=0)
+        async def empty(self, items: list[Item]) -> list[int]:
+            return []
