@@ -107,6 +107,15 @@ def start_batchers(chute: Chute, metrics: BatchMetrics) -> dict[str, Batcher[Any
     for cord in chute.cords:
         if not cord.batch:
             continue
+        if cord.max_batch_size > chute.concurrency:
+            log.warning(
+                "cord %s batches up to %d inputs, but the chute serves %d request(s) at a time "
+                "(concurrency): its batches hold at most %d",
+                cord.name,
+                cord.max_batch_size,
+                chute.concurrency,
+                chute.concurrency,
+            )
         batcher: Batcher[Any, Any] = Batcher(
             functools.partial(cord.fn, chute),
             max_batch_size=cord.max_batch_size,

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import metric, wait_for
+from .conftest import APPS, metric, wait_for
 
 
 async def _post_all(url: str, numbers: list[int]) -> list[httpx.Response]:
@@ -89,3 +89,24 @@ def test_a_disconnected_client_drops_out_before_its_batch_runs(served, tmp_path)
         "the disconnected input to be dropped",
         timeout=5,
     )
+
+
+def test_called_from_python_a_batched_cord_sends_each_input_and_returns_a_list(
+    served, monkeypatch
+) -> None:
+    import importlib
+    import sys
+
+    from chutes_core.client import CordCallError
+
+    monkeypatch.syspath_prepend(str(APPS))
+    monkeypatch.setenv("CHUTES_DEV_URL", served.url)
+    app = importlib.import_module("batching")
+    try:
+        items = [app.Item(n=1), app.Item(n=13), app.Item(n=3)]
+        results = asyncio.run(app.double(items))
+    finally:
+        sys.modules.pop("batching", None)
+    assert results[0]["double"] == 2 and results[2]["double"] == 6
+    assert isinstance(results[1], CordCallError) and results[1].status == 500
+    assert max(len(b) for b in httpx.get(f"{served.url}/seen").json()["double"]) > 1
