@@ -20,6 +20,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from chutes_core.cord import (
+    DEFAULT_BATCH_WAIT_TIMEOUT_S,
+    DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_PRIORITY,
     Cord,
     Job,
@@ -256,8 +258,15 @@ class Chute(FastAPI):
         output_schema: type[BaseModel] | None = None,
         output_content_type: str | None = None,
         provision_timeout: int = 180,
+        batch: bool = False,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
     ) -> Callable[[Callable[..., Any]], Cord]:
-        """Declare an HTTP endpoint. The function receives the chute as ``self``."""
+        """Declare an HTTP endpoint. The function receives the chute as ``self``.
+
+        With ``batch=True`` it receives a list of inputs and returns a list of
+        outputs; the host batches concurrent requests (see :class:`Cord`).
+        """
 
         def decorator(fn: Callable[..., Any]) -> Cord:
             cord = Cord(
@@ -275,6 +284,9 @@ class Chute(FastAPI):
                 output_schema=output_schema,
                 output_content_type=output_content_type,
                 provision_timeout=provision_timeout,
+                batch=batch,
+                max_batch_size=max_batch_size,
+                batch_wait_timeout_s=batch_wait_timeout_s,
             )
             self.add_cord(cord)
             return cord

@@ -110,8 +110,34 @@ async def _stream(cord: Cord, request: dict[str, Any]) -> AsyncIterator[Any]:
                 yield data
 
 
+async def _call_batch(cord: Cord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+    """A batched cord called with a list: one request per input, sent together (the host
+    batches them again); a failed input's slot holds its :class:`CordCallError`."""
+    import asyncio
+
+    from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
+
+    from chutes_core.signature import cord_signature
+
+    sig = cord_signature(cord)
+    try:
+        items = sig.bind(args, kwargs)[sig.inputs[0].name]
+    except (TypeError, KeyError, IndexError) as exc:
+        raise TypeError(f"cord {cord.name!r}: {exc}") from None
+    bodies = [i.model_dump(mode="json") if isinstance(i, BaseModel) else i for i in items]
+    calls = [_call(cord, {"json": to_jsonable_python(body)}) for body in bodies]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, CordCallError):
+            raise result  # the server is unreachable, not one input bad
+    return list(results)
+
+
 def call_cord(cord: Cord, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A coroutine (or, for streaming cords, an async iterator) for this call."""
+    if cord.batch:
+        return _call_batch(cord, args, kwargs)
     request = _request_args(cord, args, kwargs)
     if cord.stream:
         return _stream(cord, request)

@@ -23,6 +23,7 @@ from chutes_core.validation import (
     check_cord_path,
     check_int,
     check_method,
+    check_number,
 )
 
 if TYPE_CHECKING:
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 HookFn = Callable[..., Any | Awaitable[Any]]
 
 DEFAULT_PRIORITY = 50
+#: Batched cords, unless told otherwise: Ray Serve's names, LitServe-like values.
+DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.01
 
 
 def describe(fn: Callable[..., Any]) -> str:
@@ -72,6 +76,13 @@ class Cord:
     and ``POST``). A passthrough cord forwards the request to a server the
     chute runs on loopback (``passthrough_port``, ``passthrough_path``); its
     function body is never called.
+
+    A cord with ``batch=True`` takes one parameter annotated ``list[Model]``
+    and returns a list with one output per input (an ``Exception`` in a slot
+    fails only that request). Each request carries one ``Model``; the host
+    gathers concurrent requests into lists of at most ``max_batch_size``,
+    waiting at most ``batch_wait_timeout_s`` for a list to fill (see
+    :mod:`chutes_core.batching`).
     """
 
     def __init__(
@@ -91,6 +102,9 @@ class Cord:
         output_schema: type[BaseModel] | None = None,
         output_content_type: str | None = None,
         provision_timeout: int = 180,
+        batch: bool = False,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
     ) -> None:
         if not callable(fn):
             raise InvalidValueError("cord function", fn, "a function")
@@ -157,6 +171,15 @@ class Cord:
         self.provision_timeout = check_int(
             f"{where}: provision_timeout", provision_timeout, low=1, high=86400
         )
+        self.batch = check_bool(f"{where}: batch", batch)
+        self.max_batch_size = check_int(
+            f"{where}: max_batch_size", max_batch_size, low=1, high=65536
+        )
+        self.batch_wait_timeout_s = check_number(
+            f"{where}: batch_wait_timeout_s", batch_wait_timeout_s, low=0, high=60
+        )
+        if batch:
+            self.input_schema = _check_batch(where, fn, self)
         self.chute: Chute | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = self.name
@@ -180,12 +203,12 @@ class Cord:
         return f"<Cord{kind} {self.name} {self.method} {self.public_api_path}>"
 
     def to_dict(self) -> dict[str, Any]:
-        """The cord as the deploy payload describes it."""
+        """The cord as the deploy payload describes it (``batch`` only for batched cords)."""
 
         def schema(model: type[BaseModel] | None) -> dict[str, Any] | None:
             return model.model_json_schema() if model is not None else None
 
-        return {
+        described = {
             "function": self.name,
             "path": self.path,
             "public_api_path": self.public_api_path,
@@ -202,6 +225,50 @@ class Cord:
             "provision_timeout": self.provision_timeout,
             "doc": inspect.getdoc(self.fn),
         }
+        if self.batch:
+            described["batch"] = {
+                "max_batch_size": self.max_batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            }
+        return described
+
+
+def _check_batch(where: str, fn: Callable[..., Any], cord: Cord) -> type[BaseModel]:
+    """The model of one input of a batched cord (from ``list[Model]`` or ``input_schema``)."""
+    if cord.stream or cord.passthrough or cord.method == "GET":
+        raise InvalidValueError(
+            f"{where}: batch", True, "False for stream, passthrough and GET cords"
+        )
+    from chutes_core.batching import list_item
+
+    params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+    hints = _hints(fn)
+    inputs = [p for p in params if not _is_request_type(hints.get(p.name))]
+    item = list_item(hints.get(inputs[0].name)) if len(inputs) == 1 else None
+    model = cord.input_schema or item
+    if len(inputs) != 1 or not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise InvalidValueError(
+            f"{where}: batch",
+            True,
+            "a function with one input parameter annotated list[Model] (a pydantic model), "
+            "or input_schema=Model",
+        )
+    return model
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        return dict(getattr(fn, "__annotations__", {}))
+
+
+def _is_request_type(annotation: Any) -> bool:
+    from starlette.requests import Request
+
+    return isinstance(annotation, type) and issubclass(annotation, Request)
 
 
 class Job:

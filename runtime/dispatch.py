@@ -1,6 +1,6 @@
 """ASGI dispatch: where each request to the host goes.
 
-``/_chutes/*`` goes to the internal endpoints; anything else answers 503 until
+``/_chutes/*`` (and the OIP ``/v2/health/*`` aliases) goes to the internal endpoints; anything else answers 503 until
 the host is ready. Past that, each request counts against the concurrency cap
 (429 beyond it), is tagged with a request id (``x-request-id``, the caller's
 if it sent a sane one) and is counted in the metrics. Passthrough routes are
@@ -24,6 +24,7 @@ from chutes_runtime import logs
 from chutes_runtime.lifespan import lifespan
 from chutes_runtime.passthrough import error_response
 from chutes_runtime.routes import RESERVED_PREFIX
+from chutes_runtime.warmup import OIP_LIVE, OIP_READY
 
 if TYPE_CHECKING:
     from chutes_runtime.host import Host
@@ -35,6 +36,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("chutes.runtime")
 
+#: Host paths outside ``/_chutes``: the Open Inference Protocol's health checks.
+HOST_PATHS = frozenset({OIP_LIVE, OIP_READY})
 #: Served even at the concurrency cap: the chute's documentation.
 UNLIMITED_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -47,7 +50,7 @@ async def dispatch(host: Host, scope: Scope, receive: Receive, send: Send) -> No
         root = scope.get("root_path")
         if root and path.startswith(root):  # mounted under a prefix (Ray Serve, a proxy)
             path = path[len(root) :] or "/"
-        if path.startswith(RESERVED_PREFIX):
+        if path.startswith(RESERVED_PREFIX) or path in HOST_PATHS:
             await host.internal(scope, receive, send)
         elif host.state != "ready":
             await not_ready(host, send)

@@ -10,6 +10,8 @@ per module:
                     concurrency cap (429), request ids, metrics, passthrough
 ``lifespan``        the ASGI lifespan protocol (startup inline or in background)
 ``internal``        ``/_chutes/live``, ``ready``, ``metrics`` and the job endpoints
+``warmup``          ``/_chutes/warmup`` (the warm-up status), OIP health, the terminal view
+``batching``        cords that take a batch: the host gathers requests into batches
 ``passthrough``     forwarding passthrough cords to an engine
 ``server``          uvicorn, signals (SIGTERM drains), ``chutes run``
 ``dev``             ``chute.run_local()`` and code reload
@@ -24,9 +26,12 @@ import logging
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from chutes_core.batching import Batcher
 from chutes_core.chute import Chute
 from chutes_core.plugins import PluginManager, get_plugin_manager
+from chutes_core.progress import Tracker
 from chutes_runtime import dispatch, lifecycle
+from chutes_runtime.batching import BatchMetrics
 from chutes_runtime.dispatch import Receive, Scope, Send
 from chutes_runtime.internal import internal_app
 from chutes_runtime.jobs import JobRunner
@@ -59,6 +64,12 @@ class Host:
         self.wait_for_startup = wait_for_startup
         self._plugins = plugins
         self.metrics = Metrics()
+        self.batch_metrics = BatchMetrics()
+        self.metrics.collectors.append(self.batch_metrics)
+        #: The batcher of each batched cord, by cord name (made when routes are mounted).
+        self.batchers: dict[str, Batcher[Any, Any]] = {}
+        #: The warm-up phases startup reports (see :mod:`chutes_core.progress`).
+        self.warmup = Tracker()
         #: created -> starting -> ready <-> unready -> stopping -> stopped; or failed.
         self.state = "created"
         self.unready_reason: str | None = "starting"

@@ -1,7 +1,8 @@
-"""The host's own endpoints under ``/_chutes``: liveness, readiness, metrics, jobs.
+"""The host's own endpoints under ``/_chutes``: liveness, readiness, warm-up, metrics, jobs.
 
 They answer in every state (liveness while a model downloads, readiness 503
-until ready) and never count against the concurrency cap.
+until ready) and never count against the concurrency cap. The Open Inference
+Protocol's ``/v2/health/live`` and ``/v2/health/ready`` are served as aliases.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from chutes_runtime import egress, netns
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST
 from chutes_runtime.routes import RESERVED_PREFIX
+from chutes_runtime.warmup import OIP_LIVE, OIP_READY, status
 
 if TYPE_CHECKING:
     from chutes_runtime.host import Host
@@ -53,6 +55,9 @@ def internal_app(host: Host) -> Starlette:
         return JSONResponse(
             {"state": host.state, **health, "egress": egress_report()}, 200 if healthy else 503
         )
+
+    async def warmup(request: Request) -> Response:
+        return JSONResponse(status(host))
 
     async def metrics(request: Request) -> Response:
         return Response(host.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -101,6 +106,9 @@ def internal_app(host: Host) -> Starlette:
         routes=[
             Route(f"{RESERVED_PREFIX}/live", live),
             Route(f"{RESERVED_PREFIX}/ready", ready),
+            Route(f"{RESERVED_PREFIX}/warmup", warmup),
+            Route(OIP_LIVE, live),
+            Route(OIP_READY, ready),
             Route(f"{RESERVED_PREFIX}/metrics", metrics),
             Route(f"{RESERVED_PREFIX}/jobs", list_jobs),
             Route(f"{RESERVED_PREFIX}/jobs/{{name}}", trigger_job, methods=["POST"]),

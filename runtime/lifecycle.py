@@ -23,8 +23,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from chutes_core import progress
 from chutes_core.cord import LifecycleHook
-from chutes_runtime import egress, netns
+from chutes_runtime import batching, egress, netns
 from chutes_runtime.passthrough import Forwarder
 from chutes_runtime.routes import cord_routes, mount_cords, mount_websockets, server_error
 
@@ -49,6 +50,8 @@ async def startup(host: Host) -> None:
     host.state = "starting"
     chute = host.chute
     started = time.perf_counter()
+    # Hooks and engines report their phases to this host (see chutes_core.progress).
+    token = progress.activate(host.warmup)
     try:
         step = _Steps()
         with step("discovering plugins"):
@@ -92,12 +95,20 @@ async def startup(host: Host) -> None:
         host.state = "failed"
         host.unready_reason = f"startup failed: {exc}"
         log.error("startup failed: %s", exc)
+        running = host.warmup.running
+        if running is not None:  # the phase it failed in
+            running.fail(exc.__cause__ or exc)
+        host.warmup.settle()
         await shutdown(host)
         raise exc if isinstance(exc, StartupError) else StartupError(str(exc)) from exc
+    finally:
+        progress.deactivate(token)
     if host.state == "starting":
         host.state = "ready"
         host.unready_reason = None
         host.metrics.ready = True
+        host.warmup.event("ready")
+        host.warmup.settle()
         where = f", serving on {host.address}" if host.address else ""
         log.info("step 7/%d: ready in %.2fs%s", STEPS, time.perf_counter() - started, where)
 
@@ -105,7 +116,10 @@ async def startup(host: Host) -> None:
 def _mount(host: Host) -> None:
     chute = host.chute
     host.forwarder = forwarder = Forwarder(chute, host.plugins)
-    host.cord_paths = mount_cords(chute, chute.cords, dev=host.dev, forwarder=forwarder)
+    host.batchers = batching.start_batchers(chute, host.batch_metrics)
+    host.cord_paths = mount_cords(
+        chute, chute.cords, dev=host.dev, forwarder=forwarder, batchers=host.batchers
+    )
     mount_websockets(chute, chute.websockets)
     if Exception not in chute.exception_handlers:
         chute.add_exception_handler(Exception, server_error)
@@ -159,6 +173,7 @@ async def shutdown(host: Host) -> None:
             await host.chute_lifespan.__aexit__(None, None, None)
         except Exception:
             log.exception("the chute's own lifespan failed to close")
+    await batching.stop_batchers(host.batchers)
     if host.forwarder is not None:
         await host.forwarder.close()
     host.chute.hosted = False

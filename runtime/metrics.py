@@ -49,6 +49,8 @@ class Metrics:
         self.ready = False
         #: Egress layers in force (set at the lock).
         self.egress_layers: list[str] = []
+        #: More prometheus collectors of this host (batched cords), served beside these.
+        self.collectors: list[Any] = []
         self._registry: Any = None
 
     def cord(self, name: str) -> CordStats:
@@ -65,6 +67,8 @@ class Metrics:
         if self._registry is None:
             self._registry = CollectorRegistry(auto_describe=True)
             self._registry.register(_Collector(self))
+            for collector in self.collectors:
+                self._registry.register(collector)
         return generate_latest(self._registry) + generate_latest(REGISTRY)
 
 

@@ -26,6 +26,7 @@ from chutes_core.signature import cord_signature
 from chutes_runtime import logs
 
 if TYPE_CHECKING:
+    from chutes_core.batching import Batcher
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord, WebsocketRoute
     from chutes_runtime.passthrough import Forwarder
@@ -47,9 +48,16 @@ def cord_routes(cord: Cord, *, dev: bool) -> list[tuple[str, str]]:
 
 
 def mount_cords(
-    chute: Chute, cords: list[Cord], *, dev: bool, forwarder: Forwarder
+    chute: Chute,
+    cords: list[Cord],
+    *,
+    dev: bool,
+    forwarder: Forwarder,
+    batchers: dict[str, Batcher[Any, Any]] | None = None,
 ) -> dict[str, str]:
     """Add a route per cord (and per internal path outside dev mode).
+
+    A batched cord's routes feed its batcher in ``batchers`` (by cord name).
 
     Returns ``{path: cord name}`` for every mounted path, for metrics labels.
     """
@@ -68,7 +76,8 @@ def mount_cords(
                     path, endpoint, methods=[method], name=cord.name, include_in_schema=True
                 )
             else:
-                _add_cord_route(chute, cord, path, method)
+                batcher = (batchers or {}).get(cord.name) if cord.batch else None
+                _add_cord_route(chute, cord, path, method, batcher)
             paths[path] = cord.name
     return paths
 
@@ -90,9 +99,15 @@ def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:
         chute.add_api_websocket_route(route.path, endpoint, name=route.name)
 
 
-def _add_cord_route(chute: Chute, cord: Cord, path: str, method: str) -> None:
+def _add_cord_route(
+    chute: Chute, cord: Cord, path: str, method: str, batcher: Batcher[Any, Any] | None = None
+) -> None:
     sig = cord_signature(cord)
     returns = cord.output_schema or sig.hints.get("return")
+    if batcher is not None and not cord.output_schema:
+        from chutes_core.batching import list_item
+
+        returns = list_item(returns)  # what one request gets: an item of the list
     kwargs: dict[str, Any] = {"response_model": None}
     if cord.stream:
         kwargs["response_class"] = StreamingResponse
@@ -106,9 +121,15 @@ def _add_cord_route(chute: Chute, cord: Cord, path: str, method: str) -> None:
         kwargs["response_class"] = PlainTextResponse
     elif returns is not None and returns is not inspect.Signature.empty:
         kwargs["response_model"] = returns
+    if batcher is not None:
+        from chutes_runtime.batching import batch_endpoint
+
+        endpoint = batch_endpoint(cord, batcher, render)
+    else:
+        endpoint = _make_endpoint(chute, cord, method)
     chute.add_api_route(
         path,
-        _make_endpoint(chute, cord, method),
+        endpoint,
         methods=[method],
         name=cord.name if path == cord.public_api_path else f"{cord.name}_internal",
         summary=cord.name,

@@ -20,6 +20,7 @@ from chutes_core.chute import Chute
 from chutes_core.refs import RefError, load_ref
 from chutes_runtime import egress, logs, netns
 from chutes_runtime.host import Host
+from chutes_runtime.warmup import attach_display
 
 __all__ = ["event_loop", "serve", "serve_ref"]
 
@@ -74,6 +75,7 @@ def serve(
     )
     server = _draining_server(config, app)
     app.attach_server(server)
+    attach_display(app.warmup)  # Rich bars on a terminal, log lines in a pipe
     log.info(
         "chute %s/%s on http://%s:%d (%s mode)",
         chute.username,

@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from chutes_core import progress
 from chutes_core.errors import ChutesError
 
 if TYPE_CHECKING:
@@ -140,11 +141,15 @@ class OpenAIServerEngine:
             start_new_session=True,  # its own process group: stop() reaches every child
         )
         self._tasks.append(asyncio.create_task(self._pump_logs()))
+        # Warm-up phases: launched, answering, warmed up (see chutes_core.progress).
+        progress.event(progress.ENGINE_START, f"{self.name}, pid {self.process.pid}")
         try:
-            await self._wait_ready()
+            with progress.phase(progress.ENGINE_READY, detail=f"{self.name} on {self.base_url}"):
+                await self._wait_ready()
             if self.warmup is not None:
                 began = time.monotonic()
-                await self.warmup(self)
+                with progress.phase(progress.WARMUP, detail=self.name):
+                    await self.warmup(self)
                 self.log.info("%s warmed up in %.1fs", self.name, time.monotonic() - began)
         except BaseException:
             await self.stop()

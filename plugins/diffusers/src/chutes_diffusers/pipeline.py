@@ -145,10 +145,17 @@ class Diffusion:
 
     def generate(self, request: GenerationInput, *, seed: int) -> Generated:
         """One image. Raises :class:`OutOfMemory` (memory already freed) when it cannot fit."""
+        return self.generate_batch([request], seeds=[seed])[0]
+
+    def generate_batch(
+        self, requests: list[GenerationInput], *, seeds: list[int]
+    ) -> list[Generated]:
+        """One image per request, in one pipeline call: the requests must share a shape
+        (see :func:`batch_shape`). Raises :class:`OutOfMemory` (memory already freed)."""
         failure: str | None = None
         began = time.perf_counter()
         try:
-            data = self._generate(request, seed)
+            images = self._generate(requests, seeds)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -157,14 +164,18 @@ class Diffusion:
         if failure is not None:
             free_memory()
             raise OutOfMemory(failure)
-        media_type = MEDIA_TYPES[request.output_format]
-        return Generated(data, media_type, seed, time.perf_counter() - began)
+        seconds = time.perf_counter() - began
+        return [
+            Generated(data, MEDIA_TYPES[request.output_format], seed, seconds)
+            for data, request, seed in zip(images, requests, seeds, strict=True)
+        ]
 
-    def _generate(self, request: GenerationInput, seed: int) -> bytes:
+    def _generate(self, requests: list[GenerationInput], seeds: list[int]) -> list[bytes]:
         import torch
 
         from chutes_core.kernels import get_kernel
 
+        request = requests[0]
         steps = request.num_inference_steps
         metric = step_metric()
         last = time.perf_counter()
@@ -182,16 +193,21 @@ class Diffusion:
             for name in PIPELINE_FIELDS
             if name in self.parameters and getattr(request, name) is not None
         }
+        if len(requests) > 1:  # the per-image fields become lists
+            for name in ("prompt", "negative_prompt"):
+                if name in arguments:
+                    arguments[name] = [getattr(r, name) for r in requests]
         if "callback_on_step_end" in self.parameters:
             arguments["callback_on_step_end"] = on_step_end
         # Seeded on the CPU: the same seed gives the same image on any device.
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
+        generator = generators[0] if len(generators) == 1 else generators
         with torch.inference_mode():
             images = self.pipeline(**arguments, generator=generator, output_type="pt").images
             images = _as_nchw_tensor(images)
             # The pipeline's own decode leaves pixels in [0, 1]; one fused pass makes uint8 NHWC.
             pixels = get_kernel("diffusion.to_uint8_nhwc")(images, low=0.0, high=1.0)
-        return _encode(pixels[0].cpu().numpy(), request.output_format)
+        return [_encode(pixels[i].cpu().numpy(), r.output_format) for i, r in enumerate(requests)]
 
     def measure_budget(self) -> int | None:
         """On CUDA, the pixel budget measured by one probe generation; ``None`` elsewhere.
@@ -343,6 +359,17 @@ def _as_nchw_tensor(images: Any) -> Any:
     if isinstance(images, numpy.ndarray):  # some pipelines answer NumPy (N, H, W, C)
         return torch.from_numpy(images).permute(0, 3, 1, 2)
     raise TypeError(f"the pipeline returned {type(images).__name__}, not image tensors")
+
+
+def batch_shape(request: GenerationInput) -> tuple[Any, ...]:
+    """What requests must share to be generated in one pipeline call."""
+    return (
+        request.height,
+        request.width,
+        request.num_inference_steps,
+        request.guidance_scale,
+        request.negative_prompt is None,
+    )
 
 
 def _encode(pixels: Any, output_format: str) -> bytes:

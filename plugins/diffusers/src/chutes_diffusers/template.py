@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import math
 import secrets
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import JSONResponse, Response
 from typing_extensions import Unpack
 
-from chutes_core import Chute, ChutePack, NodeSelector
+from chutes_core import Chute, ChutePack, NodeSelector, progress
+from chutes_core.batching import Batcher
 from chutes_core.engines.settings import ChuteOptions, chute_from_settings, documents_settings
 from chutes_core.errors import InvalidValueError
-from chutes_core.validation import check_int
+from chutes_core.validation import check_int, check_number
 from chutes_diffusers.schema import MAX_SIDE, MIN_SIDE, GenerationInput
 
 if TYPE_CHECKING:
@@ -33,6 +35,8 @@ def build_diffusion_chute(
     revision: str | None = None,
     *,
     max_pixels: int | None = None,
+    max_batch_size: int = 1,
+    batch_wait_timeout_s: float = 0.05,
     **settings: Unpack[ChuteOptions],
 ) -> ChutePack:
     """An image-generation chute for ``model_name_or_url``.
@@ -42,6 +46,11 @@ def build_diffusion_chute(
     ``pipeline_args`` go to the diffusers loader. Requests over ``max_pixels``
     (``height * width``) get a 422; left unset, the budget is measured at
     startup on a GPU and not enforced on the CPU.
+
+    With ``max_batch_size`` above 1, concurrent requests of the same shape
+    (size, steps, guidance, with or without a negative prompt) are generated
+    in one pipeline call, up to that many, waiting at most
+    ``batch_wait_timeout_s`` for a batch to fill (see ``chutes_core.batching``).
     """
     if not isinstance(model_name_or_url, str) or not model_name_or_url.strip():
         raise InvalidValueError(
@@ -58,6 +67,8 @@ def build_diffusion_chute(
     args = dict(pipeline_args or {})
     if max_pixels is not None:
         check_int("max_pixels", max_pixels, low=MIN_SIDE * MIN_SIDE)
+    check_int("max_batch_size", max_batch_size, low=1, high=64)
+    check_number("batch_wait_timeout_s", batch_wait_timeout_s, low=0, high=10)
     chute = chute_from_settings(
         "build_diffusion_chute",
         username,
@@ -81,10 +92,18 @@ def build_diffusion_chute(
         load = functools.partial(
             Diffusion.load, model_name_or_url, revision=revision, pipeline_args=args
         )
-        self.diffusion = diffusion = await loop.run_in_executor(self.worker, load)
-        diffusion.max_pixels = max_pixels or await loop.run_in_executor(
-            self.worker, diffusion.measure_budget
-        )
+        # In this context, so the download inside reports its progress to the host.
+        context = contextvars.copy_context()
+        with progress.phase(progress.LOAD, detail=model_name_or_url):
+            self.diffusion = diffusion = await loop.run_in_executor(self.worker, context.run, load)
+        with progress.phase(progress.WARMUP, detail="pixel budget probe"):
+            diffusion.max_pixels = max_pixels or await loop.run_in_executor(
+                self.worker, diffusion.measure_budget
+            )
+        self.batcher = None
+        if max_batch_size > 1:
+            self.batcher = _batcher(diffusion, max_batch_size, batch_wait_timeout_s)
+            self.batcher.start()
         if diffusion.max_pixels is None:
             self.logger.info("pixel budget: none (requests up to %dx%d)", MAX_SIDE, MAX_SIDE)
         else:
@@ -93,6 +112,9 @@ def build_diffusion_chute(
 
     @chute.on_shutdown()
     async def release(self: Chute) -> None:
+        batcher = getattr(self, "batcher", None)
+        if batcher is not None:
+            await batcher.stop()
         worker = getattr(self, "worker", None)
         if worker is not None:
             stop = functools.partial(worker.shutdown, wait=True, cancel_futures=True)
@@ -113,9 +135,14 @@ def build_diffusion_chute(
         if refusal is not None:
             return refusal
         seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-        run = functools.partial(diffusion.generate, args, seed=seed)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self.worker, run)
+            if self.batcher is not None:
+                (result,) = await self.batcher.submit([(args, seed)])
+                if isinstance(result, BaseException):
+                    raise result
+            else:
+                run = functools.partial(diffusion.generate, args, seed=seed)
+                result = await asyncio.get_running_loop().run_in_executor(self.worker, run)
         except OutOfMemory as exc:
             self.logger.warning("out of memory at %dx%d: %s", args.width, args.height, exc)
             return JSONResponse(
@@ -137,6 +164,23 @@ def build_diffusion_chute(
         return Response(result.data, media_type=result.media_type, headers={"x-seed": str(seed)})
 
     return ChutePack(chute, generate=generate)
+
+
+def _batcher(diffusion: Diffusion, max_batch_size: int, wait: float) -> Batcher[Any, Any]:
+    """Requests of one shape share a pipeline call; a failed call is retried one by one."""
+    from chutes_diffusers.pipeline import batch_shape
+
+    def run(batch: list[tuple[GenerationInput, int]]) -> list[Any]:
+        return list(diffusion.generate_batch([a for a, _ in batch], seeds=[s for _, s in batch]))
+
+    return Batcher(
+        run,
+        max_batch_size=max_batch_size,
+        batch_wait_timeout_s=wait,
+        group_key=lambda item: batch_shape(item[0]),
+        retry_singly=True,
+        name="diffusion",
+    )
 
 
 def _refusal(args: GenerationInput, diffusion: Diffusion) -> JSONResponse | None:

@@ -12,7 +12,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from typing_extensions import Unpack
 
-from chutes_core import Chute, ChutePack
+from chutes_core import Chute, ChutePack, progress
+from chutes_core.batching import Batcher
 from chutes_core.engines.hub import fetch_model_async
 from chutes_core.engines.model import chute_name_for
 from chutes_core.engines.settings import ChuteSettings, chute_from_settings, documents_settings
@@ -97,26 +98,35 @@ def build_embedding_chute(
 
     @chute.on_startup()
     async def load_model(self: Chute) -> None:
-        from chutes_embeddings.batcher import Batcher
         from chutes_embeddings.model import EmbeddingModel, Input
 
         path = await fetch_model_async(model_name, revision)
         pooling, why = poolings.choose(pooling_type, model_name, Path(path))
         self.logger.info("pooling: %s (%s)", pooling, why)
-        self.embedder = await asyncio.to_thread(
-            EmbeddingModel.load,
-            Path(path),
-            engine=engine,
-            pooling=pooling,
-            normalize=normalize,
-            max_length=max_embed_len,
-        )
+        with progress.phase(progress.LOAD, detail=f"{engine}, {pooling} pooling"):
+            self.embedder = await asyncio.to_thread(
+                EmbeddingModel.load,
+                Path(path),
+                engine=engine,
+                pooling=pooling,
+                normalize=normalize,
+                max_length=max_embed_len,
+            )
+        sizes, dropped = _batch_metrics()
+        # Batches sorted by length cut padding; the host's batcher, with the plugin's metrics.
         self.batcher = Batcher(
-            self.embedder.run, max_batch_size=max_batch_size, max_batch_wait_ms=max_batch_wait_ms
+            self.embedder.run,
+            max_batch_size=max_batch_size,
+            batch_wait_timeout_s=max_batch_wait_ms / 1000.0,
+            sort_key=len,
+            on_batch=lambda size, waits: sizes.observe(size),
+            on_drop=dropped.inc,
+            name="embeddings",
         )
         self.batcher.start()
         # Warm up: the first forward pass allocates what later ones reuse.
-        await self.batcher.submit([Input(text="warm up")])
+        with progress.phase(progress.WARMUP):
+            await self.batcher.submit([Input(text="warm up")])
 
     @chute.on_shutdown()
     async def stop_batcher(self: Chute) -> None:
@@ -183,6 +193,29 @@ def build_embedding_chute(
         )
 
     return ChutePack(chute, embeddings=embeddings, models=models)
+
+
+_metrics: tuple[Any, Any] | None = None
+
+
+def _batch_metrics() -> tuple[Any, Any]:
+    """Batch-size histogram and dropped-input counter, in prometheus' default registry."""
+    global _metrics
+    if _metrics is None:
+        from prometheus_client import Counter, Histogram
+
+        _metrics = (
+            Histogram(
+                "chutes_embeddings_batch_size",
+                "Inputs per forward pass.",
+                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            ),
+            Counter(
+                "chutes_embeddings_dropped_inputs",
+                "Inputs dropped because their client went away before their batch started.",
+            ),
+        )
+    return _metrics
 
 
 class _Invalid(Exception):
