@@ -249,6 +249,9 @@ class Chute(FastAPI):
         output_schema: type[BaseModel] | None = None,
         output_content_type: str | None = None,
         provision_timeout: int = 180,
+        max_body_bytes: int | None = None,
+        passthrough_connect_timeout: float | None = None,
+        passthrough_read_timeout: float | None = None,
     ) -> Callable[[Callable[..., Any]], Cord]:
         """Declare an HTTP endpoint. The function receives the chute as ``self``."""
 
@@ -268,6 +271,9 @@ class Chute(FastAPI):
                 output_schema=output_schema,
                 output_content_type=output_content_type,
                 provision_timeout=provision_timeout,
+                max_body_bytes=max_body_bytes,
+                passthrough_connect_timeout=passthrough_connect_timeout,
+                passthrough_read_timeout=passthrough_read_timeout,
             )
             self.add_cord(cord)
             return cord

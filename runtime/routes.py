@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +79,40 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"detail": f"{type(exc).__name__}: {exc}", "request_id": logs.request_id.get()}, 500
     )
+
+
+#: How much of a caller's input a 422 repeats back.
+EXCERPT = 80
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """422 with FastAPI's field-level detail, but never more than a short excerpt of
+    the input (a huge or unencodable input must not come back whole, or fail)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        error = dict(error)
+        if "input" in error:
+            error["input"] = excerpt(error["input"])
+        if "ctx" in error:
+            error["ctx"] = {key: excerpt(value) for key, value in error["ctx"].items()}
+        error.pop("url", None)
+        errors.append(error)
+    return JSONResponse({"detail": errors}, 422)
+
+
+def excerpt(value: Any) -> Any:
+    """``value`` when it is a short plain scalar, else a short ``repr`` of it."""
+    if (
+        value is None
+        or isinstance(value, bool | int)
+        or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return value
+    if isinstance(value, str) and len(value) <= EXCERPT and value.isprintable():
+        return value
+    text = repr(value)
+    return text if len(text) <= EXCERPT else text[: EXCERPT - 3] + "..."
 
 
 def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:

@@ -8,6 +8,7 @@ host's exit code (uvicorn would re-raise the signal, killing the process).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -32,11 +33,29 @@ def serve(
     port: int = 8000,
     dev: bool = False,
     log_level: str | None = None,
+    no_auth: bool = False,
 ) -> int:
-    """Serve until stopped; returns the process exit code."""
+    """Serve until stopped; returns the process exit code.
+
+    In production mode on an address beyond loopback, serving with no
+    authentication configured needs ``no_auth`` (``--no-auth``): otherwise
+    anyone reaching the port would get the chute, and its engine, for free.
+    """
     import uvicorn
 
-    app = Host(chute, dev=dev, wait_for_startup=False)
+    try:
+        app = Host(chute, dev=dev, wait_for_startup=False)
+    except ValueError as exc:  # a limit or an auth setting that makes no sense
+        log.error("configuration: %s", exc)
+        return 2
+    if app.auth.mode == "none" and not dev and not no_auth and not is_loopback(host):
+        log.error(
+            "refusing to serve on %s with no authentication: set CHUTES_API_KEYS (bearer "
+            "keys) or CHUTES_SIGNATURE_KEYS (Ed25519 public keys for signed requests), "
+            "or pass --no-auth to serve anyone who reaches the port (see docs/security.md)",
+            host,
+        )
+        return 2
     app.address = f"http://{host}:{port}"
     try:
         loop = event_loop(app.decide_egress())
@@ -53,6 +72,8 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=grace,
+        # h11's cap on an incomplete request head (uvicorn's httptools has its own).
+        h11_max_incomplete_event_size=app.limits.max_header_bytes,
         log_level=(log_level or "info").lower(),
     )
     server = _draining_server(config, app)
@@ -65,6 +86,7 @@ def serve(
         port,
         "dev" if dev else "production",
     )
+    log.info("authentication: %s", app.auth.mode)
     server.run()
     if app.exit_code:
         return int(app.exit_code)
@@ -73,7 +95,24 @@ def serve(
     return 0
 
 
-def serve_ref(ref: str, *, host: str = "127.0.0.1", port: int = 8000, dev: bool = False) -> int:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_ref(
+    ref: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dev: bool = False,
+    no_auth: bool = False,
+) -> int:
     """``chutes run``: load the reference and serve it; returns the exit code."""
     logs.configure()
     try:
@@ -81,7 +120,7 @@ def serve_ref(ref: str, *, host: str = "127.0.0.1", port: int = 8000, dev: bool 
     except RefError as exc:
         print(f"chutes run: {exc}", file=sys.stderr)
         return 2
-    return serve(chute, host=host, port=port, dev=dev)
+    return serve(chute, host=host, port=port, dev=dev, no_auth=no_auth)
 
 
 def event_loop(egress_allowed: bool) -> str:
