@@ -171,7 +171,8 @@ def build_embedding_chute(
             vectors = vectors[:, : body.dimensions]
             if normalize:
                 vectors = vectors / np_norm(vectors)
-        tokens = sum(r.tokens for r in embedded)
+        # What was embedded: the tokens truncation cut off are not counted.
+        tokens = sum(min(r.tokens, model.max_length) for r in embedded)
         payload = _response(vectors, body.encoding_format, served, tokens)
         return Response(payload, media_type="application/json")
 
@@ -221,10 +222,10 @@ async def _inputs(
         raw = [raw]
     if not raw:
         raise _Invalid("input must not be empty")
+    if isinstance(raw[0], int):
+        raw = [raw]  # one sequence of token ids: one input, however long (truncate may cut it)
     if len(raw) > max_inputs:
         raise _Invalid(f"input has {len(raw)} items; at most {max_inputs} are allowed per request")
-    if isinstance(raw[0], int):
-        raw = [raw]  # one sequence of token ids
     sequences: list[list[int]] = []
     if all(isinstance(item, str) for item in raw):
         empty = [i for i, text in enumerate(raw) if not text]
