@@ -125,6 +125,13 @@ class Host:
         self.metrics.ready = False
         log.warning("not ready: %s", reason)
 
+    def clear_unready(self, reason: str) -> None:
+        if self.state == "unready" and self.unready_reason == reason:
+            self.state = "ready"
+            self.unready_reason = None
+            self.metrics.ready = True
+            log.info("ready again (was: %s)", reason)
+
     def request_exit(self, code: int, reason: str) -> None:
         self.exit_code = self.exit_code or code
         log.warning("exiting with code %d: %s", code, reason)
