@@ -86,7 +86,11 @@ class _Incoming:
         target = path + b"?" + query if query else path
         host = _header(scope, b"host") or b"localhost"
         self.url = f"http://{host.decode('latin-1')}{target.decode('latin-1')}"
-        self.headers = _Headers(scope["headers"])
+        # Only the fields a signature may cover here: less for the verifier to parse.
+        self.headers = _Headers([(n, v) for n, v in scope["headers"] if n in _SIGNED_FIELDS])
+
+
+_SIGNED_FIELDS = frozenset({b"signature", b"signature-input", b"content-digest"})
 
 
 class _Headers:
@@ -100,6 +104,10 @@ class _Headers:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and any(n == name.lower().encode() for n, _ in self._raw)
+
+
+#: The components every signature must cover, as the verifier names them (serialized).
+_REQUIRED = tuple(f'"{name}"' for name in ("@method", "@path", "@query", "content-digest"))
 
 
 class Signatures(Authenticator):
@@ -127,22 +135,25 @@ class Signatures(Authenticator):
         self.max_nonces = 1_000_000
 
     def check(self, scope: Mapping[str, Any], body: bytes) -> None:
-        from http_message_signatures import InvalidSignature
+        from http_message_signatures import ContentDigest, InvalidSignature
 
-        from chutes_core.signing import COVERED, TAG
+        from chutes_core.signing import TAG
 
         if _header(scope, b"signature") is None:
             raise AuthError("missing credentials: this host serves signed requests only")
         try:
-            results = self._verifier.verify(
-                _Incoming(scope),
-                max_age=self._max_age,
-                expect_tag=TAG,
-                require_components=COVERED,
-                body=body,
-            )
+            results = self._verifier.verify(_Incoming(scope), max_age=self._max_age, expect_tag=TAG)
+            for result in results:
+                covered = result.covered_components
+                missing = [name for name in _REQUIRED if name not in covered]
+                if missing:
+                    raise AuthError(f"the signature must cover {', '.join(missing)}")
+                # The signed digest must be the body's (RFC 9530), empty bodies included.
+                ContentDigest.verify(covered['"content-digest"'], body)
         except InvalidSignature as exc:
             raise AuthError(f"invalid signature: {exc}") from None
+        except AuthError:
+            raise
         except Exception as exc:  # malformed input the library refuses otherwise
             raise AuthError(f"invalid signature: {type(exc).__name__}: {exc}") from None
         for result in results:
