@@ -252,6 +252,7 @@ class Chute(FastAPI):
         max_body_bytes: int | None = None,
         passthrough_connect_timeout: float | None = None,
         passthrough_read_timeout: float | None = None,
+        responses: dict[int, dict[str, Any]] | None = None,
     ) -> Callable[[Callable[..., Any]], Cord]:
         """Declare an HTTP endpoint. The function receives the chute as ``self``."""
 
@@ -274,6 +275,7 @@ class Chute(FastAPI):
                 max_body_bytes=max_body_bytes,
                 passthrough_connect_timeout=passthrough_connect_timeout,
                 passthrough_read_timeout=passthrough_read_timeout,
+                responses=responses,
             )
             self.add_cord(cord)
             return cord

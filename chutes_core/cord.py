@@ -102,6 +102,7 @@ class Cord:
         max_body_bytes: int | None = None,
         passthrough_connect_timeout: float | None = None,
         passthrough_read_timeout: float | None = None,
+        responses: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidValueError("cord function", fn, "a function")
@@ -185,6 +186,15 @@ class Cord:
         self.passthrough_read_timeout = _check_seconds(
             f"{where}: passthrough_read_timeout", passthrough_read_timeout
         )
+        #: Answers besides success the cord may give, for its OpenAPI schema, in
+        #: FastAPI's ``responses=`` form (``{400: {"description": ..., "model": ...}}``).
+        if responses is not None and not (
+            isinstance(responses, dict) and all(isinstance(k, int) for k in responses)
+        ):
+            raise InvalidValueError(
+                f"{where}: responses", responses, "a dict of HTTP status -> OpenAPI response"
+            )
+        self.responses = responses
         self.chute: Chute | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = self.name

@@ -114,7 +114,13 @@ async def startup(host: Host) -> None:
 def _mount(host: Host) -> None:
     chute = host.chute
     host.forwarder = forwarder = Forwarder(chute, host.plugins)
-    host.cord_paths = mount_cords(chute, chute.cords, dev=host.dev, forwarder=forwarder)
+    host.cord_paths = mount_cords(
+        chute,
+        chute.cords,
+        dev=host.dev,
+        forwarder=forwarder,
+        authenticated=host.auth.mode != "none",
+    )
     mount_websockets(chute, chute.websockets)
     if Exception not in chute.exception_handlers:
         chute.add_exception_handler(Exception, server_error)

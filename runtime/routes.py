@@ -47,15 +47,49 @@ def cord_routes(cord: Cord, *, dev: bool) -> list[tuple[str, str]]:
     return routes
 
 
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {"type": "object", "properties": {"detail": {"type": "string"}}},
+    }
+}
+#: What the host itself may answer for any cord, declared in the OpenAPI schema.
+HOST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The body is not JSON that can be answered (malformed, NaN or Infinity, "
+        "a lone surrogate), or the cord refused the input",
+        "content": _ERROR_BODY,
+    },
+    413: {"description": "The body is over the size limit", "content": _ERROR_BODY},
+    429: {"description": "The chute serves as many requests as it may", "content": _ERROR_BODY},
+}
+UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid credentials", "content": _ERROR_BODY},
+}
+
+
 def mount_cords(
-    chute: Chute, cords: list[Cord], *, dev: bool, forwarder: Forwarder
+    chute: Chute,
+    cords: list[Cord],
+    *,
+    dev: bool,
+    forwarder: Forwarder,
+    authenticated: bool = False,
 ) -> dict[str, str]:
     """Add a route per cord (and per internal path outside dev mode).
 
-    Returns ``{path: cord name}`` for every mounted path, for metrics labels.
+    Every route declares what the host may answer besides the cord
+    (:data:`HOST_RESPONSES`, and 401 when ``authenticated``), then what the
+    cord declares (``Cord.responses``). Returns ``{path: cord name}`` for
+    every mounted path, for metrics labels.
     """
     paths: dict[str, str] = {}
+    host_responses = dict(HOST_RESPONSES)
+    if authenticated:
+        host_responses.update(UNAUTHENTICATED)
     for cord in cords:
+        responses: dict[int | str, dict[str, Any]] = {**host_responses}
+        for status, answer in (cord.responses or {}).items():
+            responses[status] = answer
         for path, method in cord_routes(cord, dev=dev):
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 raise InvalidValueError(
@@ -66,10 +100,15 @@ def mount_cords(
             if cord.passthrough:
                 endpoint = forwarder.handler(cord)
                 chute.add_api_route(
-                    path, endpoint, methods=[method], name=cord.name, include_in_schema=True
+                    path,
+                    endpoint,
+                    methods=[method],
+                    name=cord.name,
+                    include_in_schema=True,
+                    responses=responses,
                 )
             else:
-                _add_cord_route(chute, cord, path, method)
+                _add_cord_route(chute, cord, path, method, responses)
             paths[path] = cord.name
     return paths
 
@@ -125,16 +164,22 @@ def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:
         chute.add_api_websocket_route(route.path, endpoint, name=route.name)
 
 
-def _add_cord_route(chute: Chute, cord: Cord, path: str, method: str) -> None:
+def _add_cord_route(
+    chute: Chute,
+    cord: Cord,
+    path: str,
+    method: str,
+    responses: dict[int | str, dict[str, Any]],
+) -> None:
     sig = cord_signature(cord)
     returns = cord.output_schema or sig.hints.get("return")
-    kwargs: dict[str, Any] = {"response_model": None}
+    kwargs: dict[str, Any] = {"response_model": None, "responses": dict(responses)}
     if cord.stream:
         kwargs["response_class"] = StreamingResponse
-        kwargs["responses"] = {200: {"content": {"text/event-stream": {}}}}
+        kwargs["responses"][200] = {"content": {"text/event-stream": {}}}
     elif cord.output_content_type and cord.output_content_type != "application/json":
         kwargs["response_class"] = Response
-        kwargs["responses"] = {200: {"content": {cord.output_content_type: {}}}}
+        kwargs["responses"][200] = {"content": {cord.output_content_type: {}}}
     elif isinstance(returns, type) and issubclass(returns, Response):
         pass
     elif returns is str:

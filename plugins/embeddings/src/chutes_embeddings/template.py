@@ -19,7 +19,13 @@ from chutes_core.engines.settings import ChuteSettings, chute_from_settings, doc
 from chutes_core.errors import InvalidValueError
 from chutes_core.validation import check_bool, check_int, check_number
 from chutes_embeddings import pooling as poolings
-from chutes_embeddings.schema import EmbeddingRequest, EmbeddingResponse, ModelList
+from chutes_embeddings.schema import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    HostError,
+    ModelList,
+)
 
 ENGINES = ("sentence-transformers", "transformers", "vllm")
 VLLM_PORT = 10101
@@ -124,7 +130,17 @@ def build_embedding_chute(
         if batcher is not None:
             await batcher.stop()
 
-    @chute.cord(public_api_path="/v1/embeddings", path="/embeddings")
+    @chute.cord(
+        public_api_path="/v1/embeddings",
+        path="/embeddings",
+        responses={
+            400: {
+                "model": ErrorResponse | HostError,
+                "description": "The input cannot be embedded as sent",
+            },
+            404: {"model": ErrorResponse, "description": "The model is not the one served"},
+        },
+    )
     async def embeddings(
         self: Chute, request: Request, body: EmbeddingRequest
     ) -> EmbeddingResponse:
