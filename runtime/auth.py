@@ -114,9 +114,17 @@ class Signatures(Authenticator):
     mode = "signature"
 
     def __init__(self, public_keys: Mapping[str, Any], max_age: float = 30.0) -> None:
-        from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver, algorithms
+        from http_message_signatures import (
+            ContentDigest,
+            HTTPMessageVerifier,
+            InvalidSignature,
+            MappingKeyResolver,
+            algorithms,
+        )
 
-        from chutes_core.signing import load_public_key
+        from chutes_core.signing import TAG, load_public_key
+
+        self._digest, self._invalid, self._tag = ContentDigest, InvalidSignature, TAG
 
         if not public_keys:
             raise ValueError("signature authentication needs at least one public key")
@@ -135,14 +143,13 @@ class Signatures(Authenticator):
         self.max_nonces = 1_000_000
 
     def check(self, scope: Mapping[str, Any], body: bytes) -> None:
-        from http_message_signatures import ContentDigest, InvalidSignature
-
-        from chutes_core.signing import TAG
-
+        ContentDigest, InvalidSignature = self._digest, self._invalid
         if _header(scope, b"signature") is None:
             raise AuthError("missing credentials: this host serves signed requests only")
         try:
-            results = self._verifier.verify(_Incoming(scope), max_age=self._max_age, expect_tag=TAG)
+            results = self._verifier.verify(
+                _Incoming(scope), max_age=self._max_age, expect_tag=self._tag
+            )
             for result in results:
                 covered = result.covered_components
                 missing = [name for name in _REQUIRED if name not in covered]

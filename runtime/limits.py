@@ -102,9 +102,15 @@ async def read_body(
     if declared > max_bytes:
         raise BodyRefused(413, _too_large(max_bytes))
     try:
+        if _TIMEOUT is not None:  # a timer on this task: no task of its own per request
+            async with _TIMEOUT(timeout):
+                return await _read(receive, max_bytes)
         return await asyncio.wait_for(_read(receive, max_bytes), timeout)
-    except asyncio.TimeoutError:
+    except (asyncio.TimeoutError, TimeoutError):
         raise BodyRefused(408, f"the request body did not arrive within {timeout:g}s") from None
+
+
+_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
 
 
 async def _read(receive: Callable[[], Awaitable[Message]], max_bytes: int) -> bytes:

@@ -240,3 +240,10 @@ def test_a_slow_body_from_many_threads_never_takes_a_slot(guarded) -> None:
         sock.sendall(b'xt": "late"}' + b" " * 34)
         assert read_status(sock) == 200
         sock.close()
+
+
+def test_the_schema_declares_what_the_host_may_answer(guarded) -> None:
+    schema = httpx.get(f"{guarded.url}/openapi.json").json()
+    answers = schema["paths"]["/echo"]["post"]["responses"]
+    assert {"200", "400", "413", "422", "429"} <= set(answers)
+    assert "401" not in answers  # no authentication configured
