@@ -247,3 +247,10 @@ def test_the_schema_declares_what_the_host_may_answer(guarded) -> None:
     answers = schema["paths"]["/echo"]["post"]["responses"]
     assert {"200", "400", "413", "422", "429"} <= set(answers)
     assert "401" not in answers  # no authentication configured
+
+
+def test_which_addresses_count_as_loopback() -> None:
+    from chutes_runtime.server import is_loopback
+
+    assert all(is_loopback(h) for h in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+    assert not any(is_loopback(h) for h in ["0.0.0.0", "::", "10.0.0.5", "example.com"])
