@@ -240,7 +240,8 @@ def test_hook_calls_are_traced_when_asked(monkeypatch, caplog) -> None:
     assert pm.egress_policy(chute) is False
     lines = [r.getMessage() for r in caplog.records if r.name == "chutes.plugins.trace"]
     assert any(
-        line.startswith("hook egress_policy(chute) on [echo] -> False in ") and line.endswith(" ms")
+        line.startswith("hook egress_policy(chute) on [echo] -> False in ")
+        and line.endswith(" ms")
         for line in lines
     ), lines
     assert any(line.startswith("hook register_templates(register) on [echo]") for line in lines)
