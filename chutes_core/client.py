@@ -4,6 +4,9 @@ Outside the runtime, ``await my_cord(...)`` sends the call to the server at
 ``CHUTES_DEV_URL`` (for example one started with ``chutes run mod:chute
 --dev``), in the same shape the route expects, and returns the decoded
 answer. Streaming cords return an async iterator over the streamed events.
+Calls carry the credentials the environment configures (see
+:func:`chutes_core.signing.auth_from_env`): a signature with
+``CHUTES_SIGNING_KEY``, a bearer key with ``CHUTES_API_KEY``.
 """
 
 from __future__ import annotations
@@ -78,10 +81,17 @@ def _error(cord: Cord, response: httpx.Response) -> CordCallError:
     return CordCallError(cord.name, response.status_code, detail)
 
 
-async def _call(cord: Cord, request: dict[str, Any]) -> Any:
+def _client() -> httpx.AsyncClient:
     import httpx
 
-    async with httpx.AsyncClient(base_url=_base_url(), timeout=None) as client:
+    from chutes_core.signing import auth_from_env
+
+    return httpx.AsyncClient(base_url=_base_url(), timeout=None, auth=auth_from_env())
+
+
+async def _call(cord: Cord, request: dict[str, Any]) -> Any:
+
+    async with _client() as client:
         response = await client.request(cord.method, cord.public_api_path, **request)
         if response.status_code >= 400:
             raise _error(cord, response)
@@ -89,10 +99,9 @@ async def _call(cord: Cord, request: dict[str, Any]) -> Any:
 
 
 async def _stream(cord: Cord, request: dict[str, Any]) -> AsyncIterator[Any]:
-    import httpx
 
     async with (
-        httpx.AsyncClient(base_url=_base_url(), timeout=None) as client,
+        _client() as client,
         client.stream(cord.method, cord.public_api_path, **request) as response,
     ):
         if response.status_code >= 400:

@@ -62,6 +62,14 @@ class LifecycleHook:
         return f"{self.owner}: {describe(self.fn)}"
 
 
+def _check_seconds(field_name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
+        raise InvalidValueError(field_name, value, "a number of seconds in (0, 86400], or None")
+    return float(value)
+
+
 def _check_schema(field_name: str, value: Any) -> type[BaseModel] | None:
     if value is None or (isinstance(value, type) and issubclass(value, BaseModel)):
         return value
@@ -105,6 +113,10 @@ class Cord:
         batch: bool = False,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_TIMEOUT_S,
+        max_body_bytes: int | None = None,
+        passthrough_connect_timeout: float | None = None,
+        passthrough_read_timeout: float | None = None,
+        responses: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidValueError("cord function", fn, "a function")
@@ -180,6 +192,32 @@ class Cord:
         )
         if batch:
             self.input_schema = _check_batch(where, fn, self)
+        #: The largest request body this cord takes (413 beyond); ``None``: the host's
+        #: ``CHUTES_MAX_BODY_BYTES``.
+        self.max_body_bytes = (
+            None
+            if max_body_bytes is None
+            else check_int(f"{where}: max_body_bytes", max_body_bytes, low=1, high=2**40)
+        )
+        #: Passthrough: seconds to connect to the engine, and to wait for each read
+        #: from it (its headers, then each body chunk); 504 past them. ``None``: the
+        #: host's ``CHUTES_PASSTHROUGH_CONNECT_TIMEOUT`` (10) and
+        #: ``CHUTES_PASSTHROUGH_READ_TIMEOUT`` (300).
+        self.passthrough_connect_timeout = _check_seconds(
+            f"{where}: passthrough_connect_timeout", passthrough_connect_timeout
+        )
+        self.passthrough_read_timeout = _check_seconds(
+            f"{where}: passthrough_read_timeout", passthrough_read_timeout
+        )
+        #: Answers besides success the cord may give, for its OpenAPI schema, in
+        #: FastAPI's ``responses=`` form (``{400: {"description": ..., "model": ...}}``).
+        if responses is not None and not (
+            isinstance(responses, dict) and all(isinstance(k, int) for k in responses)
+        ):
+            raise InvalidValueError(
+                f"{where}: responses", responses, "a dict of HTTP status -> OpenAPI response"
+            )
+        self.responses = responses
         self.chute: Chute | None = None
         self.__doc__ = fn.__doc__
         self.__name__ = self.name

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord, LifecycleHook
     from chutes_core.deploy_targets import DeployTargetRegister
@@ -155,6 +157,24 @@ def passthrough(chute: Chute, cord: Cord, request: UpstreamRequest) -> None:
     ``passthrough_headers``. ``request`` is mutable: add headers, or change
     ``request.path`` or ``request.port``. The body is streamed and cannot be
     changed here.
+    """
+
+
+@hookspec
+def passthrough_abort(
+    chute: Chute, cord: Cord, request: UpstreamRequest, request_id: str | None
+) -> Awaitable[None] | None:
+    """A forwarded request's client left before the engine answered: stop its work.
+
+    The host has already dropped the connection to the engine, which is enough
+    for engines that watch their connections. An engine that does not (or
+    that keeps work queued) can be told here, for example SGLang's
+    ``POST /abort_request`` with the request's id. Called on the event loop
+    for every such request of any chute, only when an installed plugin
+    implements it: return quickly, leave other plugins' chutes alone, and
+    return a coroutine for any I/O (the host runs it as a background task and
+    logs its failure). ``request`` is what was forwarded (port, path, headers);
+    ``request_id`` is the host's id of the request.
     """
 
 

@@ -63,6 +63,9 @@ class HostControl(Protocol):
     def set_unready(self, reason: str) -> None:
         """Answer readiness probes with "not ready" from now on, with ``reason``."""
 
+    def clear_unready(self, reason: str) -> None:
+        """Ready again, if ``reason`` (given to :meth:`set_unready`) is still why it is not."""
+
     def request_exit(self, code: int, reason: str) -> None:
         """Stop serving (gracefully: in-flight requests finish) and exit with ``code``."""
 

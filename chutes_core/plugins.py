@@ -339,6 +339,16 @@ class PluginManager:
         """Let installed plugins adjust a forwarded request (see :meth:`implementers`)."""
         self._pm.hook.passthrough(chute=chute, cord=cord, request=request)
 
+    def passthrough_abort(
+        self, chute: Chute, cord: Cord, request: UpstreamRequest, request_id: str | None
+    ) -> list[Any]:
+        """Tell installed plugins a forwarded request was abandoned; returns the
+        coroutines they gave back, for the host to run (see :meth:`implementers`)."""
+        answers = self._pm.hook.passthrough_abort(
+            chute=chute, cord=cord, request=request, request_id=request_id
+        )
+        return [answer for answer in answers if answer is not None]
+
     def passthrough_headers(self, chute: Chute, cord: Cord) -> dict[str, str]:
         """Headers every request ``cord`` forwards carries; resolved once, at mount time.
 

@@ -27,9 +27,10 @@ def run(
     host: Annotated[str, typer.Option(help=_run_options.HOST_HELP)] = _run_options.DEFAULT_HOST,
     port: Annotated[int, typer.Option(help=_run_options.PORT_HELP)] = _run_options.DEFAULT_PORT,
     dev: Annotated[bool, typer.Option("--dev", help=_run_options.DEV_HELP)] = False,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help=_run_options.NO_AUTH_HELP)] = False,
 ) -> None:
     """Start the runtime host: load plugins, run startup hooks, then serve the chute."""
-    raise typer.Exit(_run_options.serve(ref, host, port, dev))
+    raise typer.Exit(_run_options.serve(ref, host, port, dev, no_auth))
 
 
 app.command("build")(_build.build)

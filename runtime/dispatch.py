@@ -1,19 +1,27 @@
-"""ASGI dispatch: where each request to the host goes.
+"""ASGI dispatch: where each request to the host goes, and on what terms.
 
-``/_chutes/*`` (and the OIP ``/v2/health/*`` aliases) goes to the internal endpoints; anything else answers 503 until
-the host is ready. Past that, each request counts against the concurrency cap
-(429 beyond it), is tagged with a request id (``x-request-id``, the caller's
-if it sent a sane one) and is counted in the metrics. Passthrough routes are
-forwarded straight to their handler when the chute has no middleware;
-everything else goes to the chute's FastAPI app.
+Liveness and readiness (and their Open Inference Protocol aliases,
+``/v2/health/*``) are answered at once. Every other request is tagged
+with a request id (``x-request-id``, the caller's if it is short and safe),
+then, in order: its headers are checked (431), its whole body is read within
+the limits (413, 408; see :mod:`chutes_runtime.limits`), the caller is
+authenticated (401; :mod:`chutes_runtime.auth`) and JSON that could not be
+answered is refused (400). Only then does it reach ``/_chutes/*``, or, once
+the host is ready (503 before), take a concurrency slot (429 beyond the cap).
+A client that leaves cancels its work (:mod:`chutes_runtime.disconnect`);
+it is counted as status 499. Passthrough routes are forwarded straight to
+their handler when the chute has no middleware; everything else goes to the
+chute's FastAPI app.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 
 from chutes_runtime import logs
+from chutes_runtime.auth import OPEN_PATHS, AuthError
+from chutes_runtime.disconnect import Replay, Watcher
 from chutes_runtime.lifespan import lifespan
+from chutes_runtime.limits import BodyRefused, check_headers, has_body, read_body, unanswerable_json
 from chutes_runtime.passthrough import error_response
 from chutes_runtime.routes import RESERVED_PREFIX
-from chutes_runtime.warmup import OIP_LIVE, OIP_READY
 
 if TYPE_CHECKING:
     from chutes_runtime.host import Host
@@ -37,7 +47,6 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("chutes.runtime")
 
 #: Host paths outside ``/_chutes``: the Open Inference Protocol's health checks.
-HOST_PATHS = frozenset({OIP_LIVE, OIP_READY})
 #: Served even at the concurrency cap: the chute's documentation.
 UNLIMITED_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -50,45 +59,79 @@ async def dispatch(host: Host, scope: Scope, receive: Receive, send: Send) -> No
         root = scope.get("root_path")
         if root and path.startswith(root):  # mounted under a prefix (Ray Serve, a proxy)
             path = path[len(root) :] or "/"
-        if path.startswith(RESERVED_PREFIX) or path in HOST_PATHS:
+        if path in OPEN_PATHS:
             await host.internal(scope, receive, send)
-        elif host.state != "ready":
-            await not_ready(host, send)
-        elif path in UNLIMITED_PATHS:
-            await host.chute(scope, receive, send)
         else:
             await serve_request(host, scope, receive, send, path)
     elif kind == "websocket":
-        if host.state != "ready":
-            await send({"type": "websocket.close", "code": 1013, "reason": "not ready"})
-            return
-        await host.chute(scope, receive, send)
+        await serve_websocket(host, scope, receive, send)
     elif kind == "lifespan":
         await lifespan(host, receive, send)
 
 
 async def serve_request(host: Host, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-    """One request to the chute: the cap, the request id, the metrics."""
-    if host.in_flight >= host.limit:
-        host.metrics.rejected["concurrency"] += 1
-        await send_json(
-            send,
-            429,
-            {"detail": f"too many requests: this chute serves {host.limit} at a time"},
-            extra=[(b"retry-after", b"1")],
-        )
-        return
+    """One request: limits, authentication, then the cap, cancellation and the metrics."""
     request_id = _request_id(scope)
     token = logs.request_id.set(request_id)
+    try:
+        await _serve(host, scope, receive, send, path, request_id)
+    finally:
+        logs.request_id.reset(token)
+
+
+async def _serve(
+    host: Host, scope: Scope, receive: Receive, send: Send, path: str, request_id: str
+) -> None:
+    header = (b"x-request-id", request_id.encode())
+    headers = scope["headers"]
+    limits = host.limits
+    refusal = check_headers(headers, limits)
+    if refusal is not None:
+        return await refuse(host, send, 431, refusal, header, close=True)
+    body = b""
+    declared = has_body(headers)
+    if declared is not None:
+        max_bytes = host.body_limits.get(path, limits.max_body_bytes)
+        try:
+            body = await read_body(receive, declared, max_bytes, limits.body_timeout)
+        except BodyRefused as exc:
+            if exc.status:
+                await refuse(host, send, exc.status, exc.detail, header, close=True)
+            else:
+                host.metrics.rejected["client_left"] += 1
+            return
+    if host.auth.mode != "none":
+        try:
+            host.auth.check(scope, body)
+        except AuthError as exc:
+            extra = (b"www-authenticate", _CHALLENGE[host.auth.mode])
+            return await refuse(host, send, 401, str(exc), header, extra)
+    if body and _is_json(headers):
+        problem = unanswerable_json(body)
+        if problem is not None:
+            return await refuse(host, send, 400, problem, header, reason="bad_input")
+    replay = Replay(body)
+    if path.startswith(RESERVED_PREFIX):
+        await host.internal(scope, replay, send)
+        return
+    if host.state != "ready":
+        return await not_ready(host, send)
+    if path in UNLIMITED_PATHS:
+        await host.chute(scope, replay, send)
+        return
+    if host.in_flight >= host.limit:
+        return await refuse(host, send, 429, host.busy, header, (b"retry-after", b"1"))
     stats = host.cord_stats.get(path) or host.metrics.cord("other")
     status = 0  # until the response starts
-    header = (b"x-request-id", request_id.encode())
+    watcher = Watcher(receive, replay, cancel=path not in host.uncancellable)
 
     async def send_wrapper(message: Message) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
             message["headers"] = [*message.get("headers", ()), header]
+        elif not message.get("more_body", False):
+            watcher.responded = True
         await send(message)
 
     host.in_flight += 1
@@ -98,21 +141,92 @@ async def serve_request(host: Host, scope: Scope, receive: Receive, send: Send, 
     try:
         if forward is not None:
             # The same handler FastAPI would call (see routes.mount_cords), minus the routing.
-            response = await forward(Request(scope, receive))
-            await response(scope, receive, send_wrapper)
+            response = await forward(Request(scope, replay))
+            await response(scope, replay, send_wrapper)
         else:
-            await host.chute(scope, receive, send_wrapper)
+            await host.chute(scope, replay, send_wrapper)
+    except asyncio.CancelledError:
+        if not watcher.swallow():
+            raise
+        log.info("%s %s: the client went away; its work was cancelled", scope["method"], path)
     except Exception as exc:
         # The chute's app has sent its 500 (see routes.server_error); a forwarded
         # response can only fail here once started. Keep the log to one entry.
         log.exception("request to %s failed", path)
-        if forward is not None and not status:
-            await error_response(500, f"{type(exc).__name__}: {exc}")(scope, receive, send_wrapper)
+        if forward is not None and not status and not watcher.left:
+            await error_response(500, f"{type(exc).__name__}: {exc}")(scope, replay, send_wrapper)
+    finally:
+        watcher.stop()
+        host.in_flight -= 1
+        stats.in_flight -= 1
+        if watcher.left and not watcher.responded:
+            status = CLIENT_LEFT
+        stats.finished(status or 500, time.perf_counter() - began)
+
+
+async def serve_websocket(host: Host, scope: Scope, receive: Receive, send: Send) -> None:
+    """A websocket session: authenticated, and counted against the cap while it lasts."""
+    if host.state != "ready":
+        await send({"type": "websocket.close", "code": 1013, "reason": "not ready"})
+        return
+    if host.auth.mode != "none":
+        try:
+            host.auth.check(scope, b"")
+        except AuthError as exc:
+            host.metrics.rejected["unauthenticated"] += 1
+            await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
+            return
+    if host.in_flight >= host.limit:
+        host.metrics.rejected["concurrency"] += 1
+        await send({"type": "websocket.close", "code": 1013, "reason": host.busy[:120]})
+        return
+    stats = host.cord_stats.get(scope["path"]) or host.metrics.cord("websocket")
+    host.in_flight += 1
+    stats.in_flight += 1
+    began = time.perf_counter()
+    try:
+        await host.chute(scope, receive, send)
     finally:
         host.in_flight -= 1
         stats.in_flight -= 1
-        stats.finished(status or 500, time.perf_counter() - began)
-        logs.request_id.reset(token)
+        stats.finished(101, time.perf_counter() - began)
+
+
+#: The status a request is counted with when its client left before the answer (nginx's).
+CLIENT_LEFT = 499
+_CHALLENGE = {"bearer": b"Bearer", "signature": b'Signature tag="chutes"'}
+_REASONS = {
+    401: "unauthenticated",
+    408: "body_timeout",
+    413: "body_too_large",
+    429: "concurrency",
+    431: "headers_too_large",
+}
+
+
+def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-type":
+            return b"json" in value
+    return False
+
+
+async def refuse(
+    host: Host,
+    send: Send,
+    status: int,
+    detail: str,
+    *extra: tuple[bytes, bytes],
+    close: bool = False,
+    reason: str | None = None,
+) -> None:
+    """Answer a request the host will not serve; counted in ``chutes_rejected``.
+
+    ``close``: the body was not read to the end, so the connection cannot be reused.
+    """
+    host.metrics.rejected[reason or _REASONS[status]] += 1
+    headers = [*extra, (b"connection", b"close")] if close else list(extra)
+    await send_json(send, status, {"detail": detail}, extra=headers)
 
 
 async def not_ready(host: Host, send: Send) -> None:
@@ -126,10 +240,16 @@ _ID_PREFIX = os.urandom(4).hex()
 _ids = itertools.count(1)
 
 
+#: A caller's request id is kept only if it is this short and safe to log.
+_SAFE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+
+
 def _request_id(scope: Scope) -> str:
+    """The caller's ``x-request-id`` if it is short and of a safe character set
+    (it goes into log lines verbatim), else a new one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii():
+            if _SAFE_ID.fullmatch(value):
                 return str(value.decode())
             break
     return f"{_ID_PREFIX}{next(_ids):08x}"

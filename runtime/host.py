@@ -8,6 +8,9 @@ per module:
 ``lifecycle``       the startup steps and the shutdown
 ``dispatch``        ASGI dispatch: internal paths, 503 until ready, the
                     concurrency cap (429), request ids, metrics, passthrough
+``limits``          header and body limits (431, 413, 408), unanswerable JSON
+``auth``            bearer keys or signed requests (401)
+``disconnect``      cancelling the work of a client that left (499)
 ``lifespan``        the ASGI lifespan protocol (startup inline or in background)
 ``internal``        ``/_chutes/live``, ``ready``, ``metrics`` and the job endpoints
 ``warmup``          ``/_chutes/warmup`` (the warm-up status), OIP health, the terminal view
@@ -31,10 +34,13 @@ from chutes_core.chute import Chute
 from chutes_core.plugins import PluginManager, get_plugin_manager
 from chutes_core.progress import Tracker
 from chutes_runtime import dispatch, lifecycle
+from chutes_runtime.auth import Authenticator
+from chutes_runtime.auth import from_env as auth_from_env
 from chutes_runtime.batching import BatchMetrics
 from chutes_runtime.dispatch import Receive, Scope, Send
 from chutes_runtime.internal import internal_app
 from chutes_runtime.jobs import JobRunner
+from chutes_runtime.limits import Limits
 from chutes_runtime.metrics import CordStats, Metrics
 from chutes_runtime.passthrough import Forwarder, Handler
 
@@ -58,6 +64,8 @@ class Host:
         dev: bool = False,
         plugins: PluginManager | None = None,
         wait_for_startup: bool = True,
+        limits: Limits | None = None,
+        auth: Authenticator | None = None,
     ) -> None:
         self.chute = chute
         self.dev = dev
@@ -83,6 +91,14 @@ class Host:
         self.address: str | None = None
         self.limit = chute.concurrency
         self.in_flight = 0
+        #: Request limits (``CHUTES_MAX_BODY_BYTES`` and the rest, read now).
+        self.limits = limits if limits is not None else Limits.from_env()
+        #: Who may call (``CHUTES_AUTH`` and the keys, read now).
+        self.auth = auth if auth is not None else auth_from_env()
+        #: ``{path: max body bytes}`` of the cords with a limit of their own.
+        self.body_limits: dict[str, int] = {}
+        #: Paths of cords that run in a thread: their work outlives a client that leaves.
+        self.uncancellable: set[str] = set()
         #: ``{path: cord name}`` of every mounted cord route.
         self.cord_paths: dict[str, str] = {}
         #: Metrics of each mounted path.
@@ -107,6 +123,10 @@ class Host:
         return self._plugins
 
     @property
+    def busy(self) -> str:
+        return f"too many requests: this chute serves {self.limit} at a time"
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 
@@ -117,6 +137,13 @@ class Host:
         self.unready_reason = reason
         self.metrics.ready = False
         log.warning("not ready: %s", reason)
+
+    def clear_unready(self, reason: str) -> None:
+        if self.state == "unready" and self.unready_reason == reason:
+            self.state = "ready"
+            self.unready_reason = None
+            self.metrics.ready = True
+            log.info("ready again (was: %s)", reason)
 
     def request_exit(self, code: int, reason: str) -> None:
         self.exit_code = self.exit_code or code

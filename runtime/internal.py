@@ -3,6 +3,9 @@
 They answer in every state (liveness while a model downloads, readiness 503
 until ready) and never count against the concurrency cap. The Open Inference
 Protocol's ``/v2/health/live`` and ``/v2/health/ready`` are served as aliases.
+Liveness and readiness are open to anyone; the rest need the caller
+authenticated (see :mod:`chutes_runtime.dispatch`). Each job has a cap on its
+runs in flight (429).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chutes_runtime import egress, netns
+from chutes_runtime.jobs import JobBusy
 from chutes_runtime.metrics import CONTENT_TYPE_LATEST
 from chutes_runtime.routes import RESERVED_PREFIX
 from chutes_runtime.warmup import OIP_LIVE, OIP_READY, status
@@ -91,7 +95,10 @@ def internal_app(host: Host) -> Starlette:
             inspect.signature(jobs.jobs[name].fn).bind(host.chute, **kwargs)
         except TypeError as exc:
             return JSONResponse({"detail": f"job {name!r}: {exc}"}, 422)
-        run = jobs.trigger(name, kwargs)
+        try:
+            run = jobs.trigger(name, kwargs)
+        except JobBusy as exc:
+            return JSONResponse({"detail": str(exc)}, 429, headers={"retry-after": "1"})
         return JSONResponse(
             run.to_dict(), 202, headers={"location": f"{RESERVED_PREFIX}/jobs/runs/{run.id}"}
         )

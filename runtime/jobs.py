@@ -25,8 +25,15 @@ if TYPE_CHECKING:
     from chutes_runtime.metrics import Metrics
 
 log = logging.getLogger("chutes.jobs")
-KEEP_RUNS = 1000
+#: Runs remembered; past it the oldest *finished* runs are forgotten.
+KEEP_RUNS = int(os.environ.get("CHUTES_JOB_HISTORY", "1000"))
+#: Runs of one job queued or running at once; more are refused (429 over HTTP).
+MAX_IN_FLIGHT = int(os.environ.get("CHUTES_JOB_MAX_IN_FLIGHT", "4"))
 RETRY_DELAY = float(os.environ.get("CHUTES_JOB_RETRY_DELAY", "1.0"))
+
+
+class JobBusy(Exception):
+    """The job has as many runs in flight as it may."""
 
 
 class JobExit(Exception):
@@ -59,6 +66,9 @@ class JobRunner:
         self.metrics = metrics
         self.jobs: dict[str, Job] = {job.name: job for job in chute.jobs}
         self.runs: OrderedDict[str, JobRun] = OrderedDict()
+        self.in_flight: dict[str, int] = dict.fromkeys(self.jobs, 0)
+        self.max_in_flight = MAX_IN_FLIGHT
+        self.keep_runs = KEEP_RUNS
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def start_schedules(self) -> None:
@@ -68,13 +78,24 @@ class JobRunner:
                 log.info("job %s scheduled (%s)", job.name, job.schedule)
 
     def trigger(self, name: str, kwargs: dict[str, Any], trigger: str = "http") -> JobRun:
+        """Start a run; raises :class:`JobBusy` when the job has too many in flight."""
         job = self.jobs[name]
+        if self.in_flight[name] >= self.max_in_flight:
+            raise JobBusy(f"job {name!r} has {self.max_in_flight} runs in flight already")
         run = JobRun(id=os.urandom(8).hex(), job=name, trigger=trigger)
         self.runs[run.id] = run
-        while len(self.runs) > KEEP_RUNS:
-            self.runs.popitem(last=False)
+        self._forget_finished()
+        self.in_flight[name] += 1
         self._spawn(self._execute(job, run, kwargs))
         return run
+
+    def _forget_finished(self) -> None:
+        """Keep the history within ``keep_runs``, forgetting the oldest finished runs only."""
+        excess = len(self.runs) - self.keep_runs
+        if excess <= 0:
+            return
+        for run_id in [r.id for r in self.runs.values() if r.finished_at is not None][:excess]:
+            del self.runs[run_id]
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -88,6 +109,14 @@ class JobRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _execute(self, job: Job, run: JobRun, kwargs: dict[str, Any]) -> None:
+        try:
+            await self._attempts(job, run, kwargs)
+        finally:
+            self.in_flight[job.name] -= 1
+            if run.finished_at is None:
+                run.finished_at = time.time()
+
+    async def _attempts(self, job: Job, run: JobRun, kwargs: dict[str, Any]) -> None:
         run.status = "running"
         for attempt in range(1, job.retry_count + 2):
             run.attempts = attempt
@@ -136,7 +165,10 @@ class JobRunner:
         due = next_due(job.schedule, datetime.now(timezone.utc))
         while True:
             await asyncio.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
-            self.trigger(job.name, {}, trigger="schedule")
+            try:
+                self.trigger(job.name, {}, trigger="schedule")
+            except JobBusy as exc:
+                log.warning("scheduled run skipped: %s", exc)
             # From the due time, not the clock alone: a wake-up a little early
             # (the wall clock is slewed) must not run the same slot twice.
             due = next_due(job.schedule, max(due, datetime.now(timezone.utc)))

@@ -23,11 +23,22 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from fastapi.exception_handlers import (
+    request_validation_exception_handler as default_validation_error,
+)
+from fastapi.exceptions import RequestValidationError
+
 from chutes_core import progress
 from chutes_core.cord import LifecycleHook
 from chutes_runtime import batching, egress, netns
 from chutes_runtime.passthrough import Forwarder
-from chutes_runtime.routes import cord_routes, mount_cords, mount_websockets, server_error
+from chutes_runtime.routes import (
+    cord_routes,
+    mount_cords,
+    mount_websockets,
+    server_error,
+    validation_error,
+)
 
 if TYPE_CHECKING:
     from chutes_runtime.host import Host
@@ -118,12 +129,27 @@ def _mount(host: Host) -> None:
     host.forwarder = forwarder = Forwarder(chute, host.plugins)
     host.batchers = batching.start_batchers(chute, host.batch_metrics)
     host.cord_paths = mount_cords(
-        chute, chute.cords, dev=host.dev, forwarder=forwarder, batchers=host.batchers
+        chute,
+        chute.cords,
+        dev=host.dev,
+        forwarder=forwarder,
+        batchers=host.batchers,
+        authenticated=host.auth.mode != "none",
     )
     mount_websockets(chute, chute.websockets)
     if Exception not in chute.exception_handlers:
         chute.add_exception_handler(Exception, server_error)
+    if chute.exception_handlers.get(RequestValidationError) in (None, default_validation_error):
+        chute.add_exception_handler(RequestValidationError, validation_error)
     host.cord_stats = {path: host.metrics.cord(name) for path, name in host.cord_paths.items()}
+    for route in chute.websockets:  # sessions show in chutes_in_flight under their name
+        host.cord_stats.setdefault(route.path, host.metrics.cord(route.name))
+    for cord in chute.cords:
+        for path, _ in cord_routes(cord, dev=host.dev):
+            if cord.max_body_bytes is not None:
+                host.body_limits[path] = cord.max_body_bytes
+            if not cord.passthrough and not _cancellable(cord.fn):
+                host.uncancellable.add(path)
     if not chute.user_middleware:  # no middleware of the user's to honour
         host.direct = {
             (method, path): forwarder.handler(cord)
@@ -133,6 +159,11 @@ def _mount(host: Host) -> None:
         }
     mode = "dev: public paths" if host.dev else "public and internal paths"
     log.info("%d cord(s), %d job(s) (%s)", len(chute.cords), len(chute.jobs), mode)
+
+
+def _cancellable(fn: Any) -> bool:
+    """Whether a cord's work stops when its task is cancelled (not a function run in a thread)."""
+    return inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
 
 
 async def run_hook(host: Host, hook: LifecycleHook, kind: Literal["startup", "shutdown"]) -> None:

@@ -4,7 +4,11 @@ One pooled aiohttp client session per host (its connection pool stays cheap
 per request however many connections are open, unlike httpx's). Request and
 response bodies are streamed in both directions; when the client goes away
 mid-response the upstream connection is closed, so the engine sees the
-disconnect and can abort the work. Upstream errors keep their status and body;
+disconnect and can abort the work; the same happens when the client leaves
+before the engine has answered (the serving task is cancelled, see
+:mod:`chutes_runtime.disconnect`), and plugins may add their engine's own
+abort (the ``passthrough_abort`` hook). Connecting and each read from the
+engine are bounded (504). Upstream errors keep their status and body;
 the forwarder's own failures (502 unreachable, 504 timed out, 500 otherwise)
 answer ``{"detail": ..., "request_id": ...}``, the shape of a failed cord.
 """
@@ -13,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -49,6 +54,9 @@ HOP_BY_HOP = frozenset(
 )
 #: Not relayed from the engine's response: hop-by-hop, and what the server sets itself.
 RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
+#: Seconds to connect to the engine, and to wait for each read from it (504 past them).
+CONNECT_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_CONNECT_TIMEOUT", "10"))
+READ_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_READ_TIMEOUT", "300"))
 #: Responses at most this big (by Content-Length) are relayed in one piece.
 SMALL_BODY = 256 * 1024
 
@@ -68,6 +76,11 @@ class Forwarder:
         self._handlers: dict[str, Handler] = {}
         # Per-request hooks only when an installed plugin has one: most chutes pay nothing.
         self._adjust = plugins.passthrough if plugins.implementers("passthrough") else None
+        self._abort_hook = (
+            plugins.passthrough_abort if plugins.implementers("passthrough_abort") else None
+        )
+        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._aborts: set[asyncio.Future[Any]] = set()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -81,6 +94,40 @@ class Forwarder:
                 trust_env=False,
             )
         return self._session
+
+    def _timeout(self, cord: Cord) -> aiohttp.ClientTimeout:
+        """Connect and idle-read timeouts of ``cord`` (the cord's own, else the host's)."""
+        import aiohttp
+
+        key = cord.name
+        made = self._timeouts.get(key)
+        if made is None:
+            connect = cord.passthrough_connect_timeout or CONNECT_TIMEOUT
+            read = cord.passthrough_read_timeout or READ_TIMEOUT
+            made = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, sock_connect=connect, sock_read=read
+            )
+        return made
+
+    def _abort(self, cord: Cord, upstream: UpstreamRequest) -> None:
+        """The client left before the engine answered: closing the connection tells
+        most engines; plugins that must do more (an abort endpoint) do it here."""
+        if self._abort_hook is None:
+            return
+        try:
+            pending = self._abort_hook(self.chute, cord, upstream, logs.request_id.get())
+        except Exception:
+            log.exception("the passthrough_abort hook failed")
+            return
+        for work in pending:
+            task = asyncio.ensure_future(work)
+            self._aborts.add(task)
+            task.add_done_callback(self._abort_done)
+
+    def _abort_done(self, task: asyncio.Future[Any]) -> None:
+        self._aborts.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("passthrough_abort failed: %s", task.exception())
 
     async def close(self) -> None:
         if self._session is not None:
@@ -145,7 +192,11 @@ class Forwarder:
                 headers=upstream.headers,
                 data=request.stream() if has_body else None,
                 allow_redirects=False,
+                timeout=self._timeout(cord),
             )
+        except asyncio.CancelledError:
+            self._abort(cord, upstream)
+            raise
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return _unavailable(504, cord, upstream, exc)
         except aiohttp.ClientError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,26 @@ def cord_routes(cord: Cord, *, dev: bool) -> list[tuple[str, str]]:
     return routes
 
 
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {"type": "object", "properties": {"detail": {"type": "string"}}},
+    }
+}
+#: What the host itself may answer for any cord, declared in the OpenAPI schema.
+HOST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The body is not JSON that can be answered (malformed, NaN or Infinity, "
+        "a lone surrogate), or the cord refused the input",
+        "content": _ERROR_BODY,
+    },
+    413: {"description": "The body is over the size limit", "content": _ERROR_BODY},
+    429: {"description": "The chute serves as many requests as it may", "content": _ERROR_BODY},
+}
+UNAUTHENTICATED: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid credentials", "content": _ERROR_BODY},
+}
+
+
 def mount_cords(
     chute: Chute,
     cords: list[Cord],
@@ -54,15 +75,24 @@ def mount_cords(
     dev: bool,
     forwarder: Forwarder,
     batchers: dict[str, Batcher[Any, Any]] | None = None,
+    authenticated: bool = False,
 ) -> dict[str, str]:
     """Add a route per cord (and per internal path outside dev mode).
 
     A batched cord's routes feed its batcher in ``batchers`` (by cord name).
-
-    Returns ``{path: cord name}`` for every mounted path, for metrics labels.
+    Every route declares what the host may answer besides the cord
+    (:data:`HOST_RESPONSES`, and 401 when ``authenticated``), then what the
+    cord declares (``Cord.responses``). Returns ``{path: cord name}`` for
+    every mounted path, for metrics labels.
     """
     paths: dict[str, str] = {}
+    host_responses = dict(HOST_RESPONSES)
+    if authenticated:
+        host_responses.update(UNAUTHENTICATED)
     for cord in cords:
+        responses: dict[int | str, dict[str, Any]] = {**host_responses}
+        for status, answer in (cord.responses or {}).items():
+            responses[status] = answer
         for path, method in cord_routes(cord, dev=dev):
             if path == RESERVED_PREFIX or path.startswith(RESERVED_PREFIX + "/"):
                 raise InvalidValueError(
@@ -73,11 +103,16 @@ def mount_cords(
             if cord.passthrough:
                 endpoint = forwarder.handler(cord)
                 chute.add_api_route(
-                    path, endpoint, methods=[method], name=cord.name, include_in_schema=True
+                    path,
+                    endpoint,
+                    methods=[method],
+                    name=cord.name,
+                    include_in_schema=True,
+                    responses=responses,
                 )
             else:
                 batcher = (batchers or {}).get(cord.name) if cord.batch else None
-                _add_cord_route(chute, cord, path, method, batcher)
+                _add_cord_route(chute, cord, path, method, responses, batcher)
             paths[path] = cord.name
     return paths
 
@@ -87,6 +122,40 @@ async def server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"detail": f"{type(exc).__name__}: {exc}", "request_id": logs.request_id.get()}, 500
     )
+
+
+#: How much of a caller's input a 422 repeats back.
+EXCERPT = 80
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """422 with FastAPI's field-level detail, but never more than a short excerpt of
+    the input (a huge or unencodable input must not come back whole, or fail)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        error = dict(error)
+        if "input" in error:
+            error["input"] = excerpt(error["input"])
+        if "ctx" in error:
+            error["ctx"] = {key: excerpt(value) for key, value in error["ctx"].items()}
+        error.pop("url", None)
+        errors.append(error)
+    return JSONResponse({"detail": errors}, 422)
+
+
+def excerpt(value: Any) -> Any:
+    """``value`` when it is a short plain scalar, else a short ``repr`` of it."""
+    if (
+        value is None
+        or isinstance(value, bool | int)
+        or (isinstance(value, float) and math.isfinite(value))
+    ):
+        return value
+    if isinstance(value, str) and len(value) <= EXCERPT and value.isprintable():
+        return value
+    text = repr(value)
+    return text if len(text) <= EXCERPT else text[: EXCERPT - 3] + "..."
 
 
 def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:
@@ -100,7 +169,12 @@ def mount_websockets(chute: Chute, routes: list[WebsocketRoute]) -> None:
 
 
 def _add_cord_route(
-    chute: Chute, cord: Cord, path: str, method: str, batcher: Batcher[Any, Any] | None = None
+    chute: Chute,
+    cord: Cord,
+    path: str,
+    method: str,
+    responses: dict[int | str, dict[str, Any]],
+    batcher: Batcher[Any, Any] | None = None,
 ) -> None:
     sig = cord_signature(cord)
     returns = cord.output_schema or sig.hints.get("return")
@@ -108,13 +182,13 @@ def _add_cord_route(
         from chutes_core.batching import list_item
 
         returns = list_item(returns)  # what one request gets: an item of the list
-    kwargs: dict[str, Any] = {"response_model": None}
+    kwargs: dict[str, Any] = {"response_model": None, "responses": dict(responses)}
     if cord.stream:
         kwargs["response_class"] = StreamingResponse
-        kwargs["responses"] = {200: {"content": {"text/event-stream": {}}}}
+        kwargs["responses"][200] = {"content": {"text/event-stream": {}}}
     elif cord.output_content_type and cord.output_content_type != "application/json":
         kwargs["response_class"] = Response
-        kwargs["responses"] = {200: {"content": {cord.output_content_type: {}}}}
+        kwargs["responses"][200] = {"content": {cord.output_content_type: {}}}
     elif isinstance(returns, type) and issubclass(returns, Response):
         pass
     elif returns is str:

@@ -8,6 +8,7 @@ host's exit code (uvicorn would re-raise the signal, killing the process).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -26,6 +27,9 @@ __all__ = ["event_loop", "serve", "serve_ref"]
 
 log = logging.getLogger("chutes.runtime")
 
+#: Serve beyond loopback with no authentication (as ``--no-auth`` does).
+NO_AUTH_ENV = "CHUTES_NO_AUTH"
+
 
 def serve(
     chute: Chute,
@@ -36,16 +40,35 @@ def serve(
     log_level: str | None = None,
     sock: socket.socket | None = None,
     handed_back: bool = False,
+    no_auth: bool = False,
 ) -> int:
     """Serve until stopped; returns the process exit code.
 
     ``sock``: the listening socket, bound already (by the namespace supervisor).
     ``handed_back``: the host in the namespace found egress allowed; refuse if
     this process finds otherwise.
+
+    In production mode on an address beyond loopback, serving with no
+    authentication configured needs ``no_auth`` (``--no-auth``, or
+    ``CHUTES_NO_AUTH=1``): otherwise anyone reaching the port would get the
+    chute, and its engine, for free.
     """
     import uvicorn
 
-    app = Host(chute, dev=dev, wait_for_startup=False)
+    try:
+        app = Host(chute, dev=dev, wait_for_startup=False)
+    except ValueError as exc:  # a limit or an auth setting that makes no sense
+        log.error("configuration: %s", exc)
+        return 2
+    no_auth = no_auth or os.environ.get(NO_AUTH_ENV, "").strip().lower() in {"1", "true", "yes"}
+    if app.auth.mode == "none" and not dev and not no_auth and not is_loopback(host):
+        log.error(
+            "refusing to serve on %s with no authentication: set CHUTES_API_KEYS (bearer "
+            "keys) or CHUTES_SIGNATURE_KEYS (Ed25519 public keys for signed requests), "
+            "or pass --no-auth to serve anyone who reaches the port (see docs/security.md)",
+            host,
+        )
+        return 2
     app.address = f"http://{host}:{port}"
     try:
         allowed = app.decide_egress()
@@ -71,6 +94,8 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=grace,
+        # h11's cap on an incomplete request head (uvicorn's httptools has its own).
+        h11_max_incomplete_event_size=app.limits.max_header_bytes,
         log_level=(log_level or "info").lower(),
     )
     server = _draining_server(config, app)
@@ -84,6 +109,7 @@ def serve(
         port,
         "dev" if dev else "production",
     )
+    log.info("authentication: %s", app.auth.mode)
     server.run(sockets=[sock] if sock is not None else None)
     if app.exit_code:
         return int(app.exit_code)
@@ -92,13 +118,32 @@ def serve(
     return 0
 
 
-def serve_ref(ref: str, *, host: str = "127.0.0.1", port: int = 8000, dev: bool = False) -> int:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to bind) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_ref(
+    ref: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    dev: bool = False,
+    no_auth: bool = False,
+) -> int:
     """``chutes run``: load the reference and serve it; returns the exit code.
 
     Outside dev mode the chute runs in its own network namespace where the
     machine allows (:mod:`chutes_runtime.netns`): this process supervises, a
-    child serves.
+    child serves. ``no_auth`` reaches the child as ``CHUTES_NO_AUTH=1``.
     """
+    if no_auth:
+        os.environ[NO_AUTH_ENV] = "1"
     logs.configure()
     try:
         mode = netns.mode()

@@ -19,7 +19,11 @@ What it does: holds a random API key shared with the engine (the built-in
 its own process group; streams its output into the host log with a prefix;
 polls ``GET /v1/models`` until ready, failing at once if the process exits;
 runs an optional warm-up; then watches the process and, if it dies, makes the
-host unready and exit. ``stop()`` sends SIGTERM to the whole group, then
+host unready and exit. While it serves, it is also probed (``ready_path``,
+every ``health_interval`` seconds, each probe bounded by ``health_timeout``):
+an engine that stops answering (hung, not dead) makes the host unready after
+``unready_after`` seconds (ready again if it recovers), and makes it exit
+with code 1 after ``exit_after`` seconds. ``stop()`` sends SIGTERM to the whole group, then
 SIGKILL after ``stop_timeout``, so nothing is orphaned.
 """
 
@@ -65,8 +69,21 @@ class OpenAIServerEngine:
         stop_timeout: float = 30.0,
         warmup: Warmup | None = None,
         api_key: str | None = None,
+        health_interval: float = 5.0,
+        health_timeout: float = 5.0,
+        unready_after: float = 20.0,
+        exit_after: float = 120.0,
     ) -> None:
+        if not (health_interval > 0 and health_timeout > 0 and unready_after <= exit_after):
+            raise ValueError(
+                f"engine {name!r}: health_interval and health_timeout must be positive, "
+                "and unready_after at most exit_after"
+            )
         self.name = name
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.unready_after = unready_after
+        self.exit_after = exit_after
         self.port = port
         self.host = host
         self.ready_path = ready_path
@@ -156,6 +173,7 @@ class OpenAIServerEngine:
             raise
         self.ready = True
         self._tasks.append(asyncio.create_task(self._monitor()))
+        self._tasks.append(asyncio.create_task(self._probe()))
 
     async def stop(self) -> None:
         """SIGTERM the engine's process group, SIGKILL it after ``stop_timeout``."""
@@ -246,6 +264,45 @@ class OpenAIServerEngine:
         self.log.error("%s", reason)
         if self._chute is not None:
             self._chute.fatal(reason)
+
+    async def _probe(self) -> None:
+        """Probe the serving engine; a hang turns the host unready, then makes it exit."""
+        import httpx
+
+        failing_since: float | None = None
+        unready_reason: str | None = None
+        async with httpx.AsyncClient(timeout=self.health_timeout, trust_env=False) as client:
+            while not self._stopping:
+                await asyncio.sleep(self.health_interval)
+                if self._stopping or self.process is None or self.process.returncode is not None:
+                    return  # stopped, or dead: _monitor reports a death
+                if await self._answers(client):
+                    if unready_reason is not None:
+                        self.log.info("%s answers its health probe again", self.name)
+                        self._host_call("clear_unready", unready_reason)
+                    failing_since = unready_reason = None
+                    continue
+                now = time.monotonic()
+                failing_since = failing_since or now - self.health_interval
+                silent = now - failing_since
+                if silent >= self.exit_after:
+                    reason = f"{self.name} has not answered its health probe for {silent:.0f}s"
+                    self.log.error("%s", reason)
+                    self.ready = False
+                    if self._chute is not None:
+                        self._chute.fatal(reason)
+                    return
+                if silent >= self.unready_after and unready_reason is None:
+                    unready_reason = (
+                        f"{self.name} is not answering its health probe (hung or overloaded)"
+                    )
+                    self._host_call("set_unready", unready_reason)
+
+    def _host_call(self, method: str, reason: str) -> None:
+        runtime = self._chute.runtime if self._chute is not None else None
+        call = getattr(runtime, method, None)
+        if call is not None:
+            call(reason)
 
     async def _exited(self, timeout: float | None) -> int | None:
         """The leader's exit code once it has exited, or None after ``timeout`` seconds.

@@ -20,6 +20,7 @@ def test_the_contract_has_the_designed_hooks() -> None:
         "on_startup",
         "passthrough_headers",
         "passthrough",
+        "passthrough_abort",
         "egress_policy",
         "register_templates",
         "register_kernels",

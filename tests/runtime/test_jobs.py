@@ -13,6 +13,7 @@ import pytest
 
 from chutes_core.chute import Chute
 from chutes_runtime import jobs
+from chutes_runtime.metrics import Metrics
 from chutes_testing import ChuteClient
 
 
@@ -91,3 +92,34 @@ async def test_a_running_job_is_cancelled_at_shutdown_and_says_so() -> None:
     # Shutdown cancelled the run (the job saw it) and the shutdown hooks still ran.
     assert seen == ["cancelled", "shutdown hook"]
     assert (run.status, run.error) == ("failed", "cancelled: the host is shutting down")
+
+
+async def test_runs_in_flight_are_capped_and_only_finished_runs_are_forgotten() -> None:
+    chute = Chute(username="test", name="jobs-cap")
+    gate = asyncio.Event()
+
+    @chute.job()
+    async def held(self) -> str:
+        await gate.wait()
+        return "done"
+
+    @chute.job()
+    async def quick(self) -> str:
+        return "done"
+
+    runner = jobs.JobRunner(chute, Metrics())
+    runner.max_in_flight, runner.keep_runs = 2, 3
+    first, second = runner.trigger("held", {}), runner.trigger("held", {})
+    with pytest.raises(jobs.JobBusy, match="2 runs in flight"):
+        runner.trigger("held", {})
+    finished = []
+    for _ in range(3):
+        finished.append(runner.trigger("quick", {}))
+        await asyncio.sleep(0.01)  # it runs to the end
+    # Over the history's size, the oldest *finished* runs went; the held ones stay.
+    assert first.id in runner.runs and second.id in runner.runs
+    assert [run.id for run in finished if run.id in runner.runs] == [finished[-1].id]
+    gate.set()
+    await asyncio.sleep(0.01)
+    assert runner.trigger("held", {}).status == "queued"  # room again
+    await runner.stop()

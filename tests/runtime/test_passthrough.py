@@ -84,6 +84,33 @@ async def test_a_client_disconnect_cancels_the_upstream_request(forwarding, upst
     assert (marks / "cancelled").read_text() == "disconnect-me"
 
 
+async def test_a_client_leaving_before_the_upstream_headers_cancels_it(forwarding, upstream):
+    _, marks = upstream
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{forwarding.url}/v1/slow", json={"wait": 20, "tag": "early"}, timeout=0.5)
+    for _ in range(100):  # the upstream sees the disconnect within 5 s, not after 20
+        if (marks / "gone-early").exists():
+            break
+        await asyncio.sleep(0.05)
+    assert (marks / "gone-early").exists()
+    for _ in range(100):
+        if '"499"' in httpx.get(f"{forwarding.url}/_chutes/metrics").text:
+            break
+        await asyncio.sleep(0.05)
+    assert (
+        'chutes_invocations_total{cord="slow",status="499"} 1.0'
+        in httpx.get(f"{forwarding.url}/_chutes/metrics").text
+    )
+
+
+def test_an_upstream_idle_past_the_read_timeout_is_a_504(forwarding) -> None:
+    began = time.monotonic()
+    answer = httpx.post(f"{forwarding.url}/impatient", json={"wait": 10, "tag": "idle"})
+    assert answer.status_code == 504
+    assert "timed out" in answer.json()["detail"]
+    assert time.monotonic() - began < 5
+
+
 def test_upstream_errors_keep_status_and_detail(forwarding) -> None:
     answer = httpx.post(f"{forwarding.url}/oops", json={})
     assert answer.status_code == 418

@@ -74,10 +74,18 @@ async def test_no_slot_leaks_after_errors_and_disconnects(serving) -> None:
             async for _ in stream.aiter_lines():
                 break
         await asyncio.to_thread(wait_for, lambda: in_flight(url) == 0, "the stream's slot back")
-        # ...and while a request is held, once its cord returns.
+        # ...while an async cord is held: its work is cancelled, counted as 499...
+        left_before = metric(url, "chutes_invocations_total", cord="hold", status="499")
         for _ in range(CONCURRENCY):
             with pytest.raises(httpx.ReadTimeout):
                 await client.post(f"{url}/hold", json={"key": "gone"}, timeout=0.3)
+        await asyncio.to_thread(wait_for, lambda: in_flight(url) == 0, "cancelled cords' slots")
+        left = metric(url, "chutes_invocations_total", cord="hold", status="499")
+        assert left - left_before == CONCURRENCY
+        # ...and while a sync cord is held, once it returns (a thread cannot be cancelled).
+        for _ in range(CONCURRENCY):
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(f"{url}/hold_sync", json={"key": "gone"}, timeout=0.3)
         assert in_flight(url) == CONCURRENCY
         release(serving, "gone")
         await asyncio.to_thread(wait_for, lambda: in_flight(url) == 0, "every slot back")

@@ -140,13 +140,35 @@ async def test_token_ids_and_lists_of_them(api, reference) -> None:
 async def test_over_long_input_is_cut_when_truncation_is_asked_for(api, reference) -> None:
     text = "word " * 400
     answer = await embed(api, input=[text, "short"], truncate=True)
-    assert answer["usage"]["prompt_tokens"] == 402 + 3  # as given, before the cut
+    assert answer["usage"]["prompt_tokens"] == 256 + 3  # what was embedded: the cut is not counted
     # Cut as sentence-transformers cuts: to 256 tokens, the special ones kept.
     assert np.abs(vectors(answer) - reference.encode([text, "short"])).max() < 1e-5
     # Token ids are cut as given.
     ids = reference.tokenizer(text)["input_ids"]
     by_ids = await embed(api, input=[ids], truncate=True)
     assert np.allclose(vectors(by_ids), vectors(await embed(api, input=[ids[:256]])), atol=1e-6)
+
+
+async def test_a_flat_token_list_is_one_input_however_long(api, reference) -> None:
+    ids = reference.tokenizer("word " * 3000)["input_ids"]  # over 2048 and over max_inputs
+    assert len(ids) > 2048
+    answer = await embed(api, input=ids, truncate=True)
+    assert len(answer["data"]) == 1
+    assert answer["usage"]["prompt_tokens"] == 256
+    refused = await api.post("/v1/embeddings", json={"input": ids})
+    assert refused.status_code == 400
+    assert "set truncate=true" in refused.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"input": "x", "dimensions": NaN}', b'{"input": NaN}', b'{"input": "\\ud800"}'],
+)
+async def test_unanswerable_json_is_a_400(api, body) -> None:
+    answer = await api.post(
+        "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
 
 
 @pytest.mark.parametrize(
@@ -171,6 +193,8 @@ async def test_over_long_input_is_cut_when_truncation_is_asked_for(api, referenc
         ({"input": 42}, 422, "input"),
         ({"input": ["text", 7]}, 422, "input"),
         ({"model": "minilm"}, 422, "input"),
+        ({"input": [True, False]}, 422, "input"),
+        ({"input": [[101, True]]}, 422, "input"),
     ],
 )
 async def test_bad_requests_say_what_was_wrong(api, body, status, message) -> None:

@@ -41,3 +41,19 @@ async def big(self):
 @chute.cord(passthrough=True, passthrough_port=1, public_api_path="/nowhere")
 async def nowhere(self):
     """Forwarded to a port nothing listens on."""
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/slow")
+async def slow(self):
+    """Forwarded to an upstream that takes its time before its headers."""
+
+
+@chute.cord(
+    passthrough=True,
+    passthrough_port=PORT,
+    public_api_path="/impatient",
+    passthrough_path="/v1/slow",
+    passthrough_read_timeout=0.5,
+)
+async def impatient(self):
+    """The same upstream, with an idle-read timeout of half a second."""

@@ -47,6 +47,18 @@ async def hold(self, key: str) -> dict:
 
 
 @chute.cord()
+def hold_sync(self, key: str) -> dict:
+    """``hold`` in a thread (a sync cord): it cannot be cancelled."""
+    import time
+
+    for _ in range(6000):
+        if (MARKS / f"release-{key}").exists():
+            return {"released": key}
+        time.sleep(0.01)
+    raise TimeoutError(f"release-{key} never came")
+
+
+@chute.cord()
 async def fail(self) -> dict:
     raise RuntimeError("boom")
 

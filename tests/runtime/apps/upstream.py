@@ -42,6 +42,18 @@ async def chat(request: Request):
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+@app.post("/v1/slow")
+async def slow(request: Request):
+    """Answer (headers and all) only after ``wait`` seconds; note a client that left first."""
+    body = await request.json()
+    for _ in range(int(body.get("wait", 5) / 0.02)):
+        if await request.is_disconnected():
+            (marks / f"gone-{body.get('tag')}").write_text("yes")
+            return JSONResponse({"late": True})
+        await asyncio.sleep(0.02)
+    return {"slow": body.get("tag")}
+
+
 @app.post("/v1/fail")
 async def fail(request: Request):
     return JSONResponse(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class EmbeddingRequest(BaseModel):
@@ -12,7 +12,8 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    input: str | list[str] | list[int] | list[list[int]] = Field(
+    # Strict: JSON true/false are not token ids (lax ints would take them as 1 and 0).
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]] = Field(
         ..., description="Text, texts, token ids, or lists of token ids to embed."
     )
     model: str | None = Field(None, description="The served model's name.")
@@ -56,3 +57,22 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body."""
+
+    error: ErrorDetail
+
+
+class HostError(BaseModel):
+    """What the host answers itself before the cord runs (malformed JSON, NaN, ...)."""
+
+    detail: str

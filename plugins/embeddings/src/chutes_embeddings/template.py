@@ -20,7 +20,13 @@ from chutes_core.engines.settings import ChuteSettings, chute_from_settings, doc
 from chutes_core.errors import InvalidValueError
 from chutes_core.validation import check_bool, check_int, check_number
 from chutes_embeddings import pooling as poolings
-from chutes_embeddings.schema import EmbeddingRequest, EmbeddingResponse, ModelList
+from chutes_embeddings.schema import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    HostError,
+    ModelList,
+)
 
 ENGINES = ("sentence-transformers", "transformers", "vllm")
 VLLM_PORT = 10101
@@ -134,7 +140,17 @@ def build_embedding_chute(
         if batcher is not None:
             await batcher.stop()
 
-    @chute.cord(public_api_path="/v1/embeddings", path="/embeddings")
+    @chute.cord(
+        public_api_path="/v1/embeddings",
+        path="/embeddings",
+        responses={
+            400: {
+                "model": ErrorResponse | HostError,
+                "description": "The input cannot be embedded as sent",
+            },
+            404: {"model": ErrorResponse, "description": "The model is not the one served"},
+        },
+    )
     async def embeddings(
         self: Chute, request: Request, body: EmbeddingRequest
     ) -> EmbeddingResponse:
@@ -181,7 +197,8 @@ def build_embedding_chute(
             vectors = vectors[:, : body.dimensions]
             if normalize:
                 vectors = vectors / np_norm(vectors)
-        tokens = sum(r.tokens for r in embedded)
+        # What was embedded: the tokens truncation cut off are not counted.
+        tokens = sum(min(r.tokens, model.max_length) for r in embedded)
         payload = _response(vectors, body.encoding_format, served, tokens)
         return Response(payload, media_type="application/json")
 
@@ -254,10 +271,10 @@ async def _inputs(
         raw = [raw]
     if not raw:
         raise _Invalid("input must not be empty")
+    if isinstance(raw[0], int):
+        raw = [raw]  # one sequence of token ids: one input, however long (truncate may cut it)
     if len(raw) > max_inputs:
         raise _Invalid(f"input has {len(raw)} items; at most {max_inputs} are allowed per request")
-    if isinstance(raw[0], int):
-        raw = [raw]  # one sequence of token ids
     sequences: list[list[int]] = []
     if all(isinstance(item, str) for item in raw):
         empty = [i for i, text in enumerate(raw) if not text]
