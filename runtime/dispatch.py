@@ -46,7 +46,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("chutes.runtime")
 
-#: Host paths outside ``/_chutes``: the Open Inference Protocol's health checks.
 #: Served even at the concurrency cap: the chute's documentation.
 UNLIMITED_PATHS = frozenset({"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
