@@ -45,7 +45,9 @@ SCRIPT = textwrap.dedent(
     out = {"before_lock": egress.is_locked(), "open": lookup("192.0.2.1")}
     egress.lock()
     out["locked"] = egress.is_locked()
-    out["lock_file"] = os.environ[egress.LOCK_ENV]
+    # Children honour the lock while the "open" file is gone: the lock removed it.
+    out["lock_file"] = os.environ[egress.OPEN_ENV]
+    out["open_after_lock"] = Path(out["lock_file"]).exists()
     out["pythonpath"] = os.environ["PYTHONPATH"]
     names = ["localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost",
              "ip6-loopback", "127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1",
@@ -63,7 +65,7 @@ SCRIPT = textwrap.dedent(
         "locked": egress.is_locked(),
         "lock_file_left": Path(out["lock_file"]).exists(),
         "lock_dir_left": Path(out["lock_file"]).parent.exists(),
-        "env": os.environ.get(egress.LOCK_ENV),
+        "env": os.environ.get(egress.OPEN_ENV),
         "pythonpath": os.environ.get("PYTHONPATH"),
         "lookup": lookup("192.0.2.1"),
     }
@@ -86,7 +88,7 @@ def test_what_the_lock_refuses_and_what_it_lets_through(pythonpath) -> None:
     from chutes_runtime import egress
 
     assert out["before_lock"] is False and out["open"] == "allowed"
-    assert out["locked"] is True
+    assert out["locked"] is True and out["open_after_lock"] is False
     # Children started from now on load the lock; the caller's path is kept.
     assert out["pythonpath"].split(os.pathsep) == [egress.SITE_DIR, *filter(None, [pythonpath])]
     allowed = {"localhost", "LOCALHOST", "localhost.localdomain", "ip6-localhost"}
