@@ -8,8 +8,9 @@ from chutes_core import hookimpl
 from chutes_core.engines.hooks import TemplateHooks
 
 if TYPE_CHECKING:
-    from chutes_core import Chute
+    from chutes_core import Chute, Image
     from chutes_core.kernels import KernelRegister
+    from chutes_core.templates import TemplateRegister
 
 TEMPLATE = "embedding"
 BUILDER = "chutes_embeddings.template:build_embedding_chute"
@@ -43,6 +44,40 @@ def register_kernels(register: KernelRegister) -> None:
 
 
 # Weights are fetched during startup; serving embeddings needs no network.
-register_templates, build_image, egress_policy = TemplateHooks(
+_EMBEDDING = TemplateHooks(
     TEMPLATE, BUILDER, description=DESCRIPTION, requirements=engine_pins, egress=False
-).hooks()
+)
+# Reranking and classification: a cross-encoder, run in process (same pins), egress closed too.
+_RERANK = TemplateHooks(
+    "rerank",
+    "chutes_embeddings.rerank:build_rerank_chute",
+    description="Cross-encoder /v1/rerank and /v1/classify with dynamic batching",
+    requirements=ENGINE_PINS["sentence-transformers"],
+    egress=False,
+)
+_TEMPLATES = (_EMBEDDING, _RERANK)
+
+
+# One plugin, two templates: each hook asks both (each answers only for its own chutes).
+@hookimpl
+def register_templates(register: TemplateRegister) -> None:
+    for hooks in _TEMPLATES:
+        hooks.register_templates(register)
+
+
+@hookimpl
+def build_image(chute: Chute, image: Image | str | None) -> Image | None:
+    for hooks in _TEMPLATES:
+        built = hooks.build_image(chute, image)
+        if built is not None:
+            return built
+    return None
+
+
+@hookimpl
+def egress_policy(chute: Chute) -> bool | None:
+    for hooks in _TEMPLATES:
+        policy = hooks.egress_policy(chute)
+        if policy is not None:
+            return policy
+    return None
