@@ -226,7 +226,7 @@ def _entry_point_names(folder: str, names: list[str]) -> list[str]:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|all."""
+    """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|rerank|all."""
     install(
         session,
         "-e",
