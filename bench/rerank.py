@@ -92,6 +92,7 @@ def run() -> dict[str, float]:
         model_name=model_path,
         served_model_name="minilm-ce",
         concurrency=4 * CLIENTS,  # never the limit: every client is served at once
+        max_batch_size=64,  # as infinity-emb's --batch-size and the ceiling's
     )
     port = free_port()
     command = [PYTHON, "-m", "chutes_cli", "run", ref, "--port", str(port)]

@@ -114,6 +114,21 @@ async def test_top_n_and_return_documents(reranker, tiny_reranker) -> None:
 
 
 @pytestmark_async
+async def test_long_documents_are_truncated_to_the_model(reranker, tiny_reranker) -> None:
+    long = " ".join(["guitar music and more words"] * 60)  # about 300 tokens; the model takes 128
+    answer = await reranker.post("/v1/rerank", json={"query": QUERY, "documents": [long, "a"]})
+    assert answer.status_code == 200, answer.text
+    from sentence_transformers import CrossEncoder
+
+    expected = CrossEncoder(str(tiny_reranker), device="cpu", max_length=128).predict(
+        [[QUERY, long], [QUERY, "a"]]
+    )
+    got = {r["index"]: r["relevance_score"] for r in answer.json()["results"]}
+    assert abs(got[0] - float(expected[0])) < 1e-5 and abs(got[1] - float(expected[1])) < 1e-5
+    assert answer.json()["usage"]["total_tokens"] <= 128 + 20
+
+
+@pytestmark_async
 async def test_concurrent_requests_share_batches_and_match(reranker, tiny_reranker) -> None:
     stats = reranker.host.chute.batcher.stats
     batches, inputs = stats.batches, stats.inputs
