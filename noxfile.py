@@ -16,6 +16,9 @@ PLUGINS = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
 EXAMPLES = sorted(p.parent.name for p in ROOT.glob("examples/*/pyproject.toml"))
 #: What a plugin's own tests need beside it: the Ray suite deploys an embeddings chute too.
 COMPANIONS = {"ray": ["-e", "plugins/embeddings[test]"]}
+#: Debian packages a plugin's tests use when present (they skip with a reason without them):
+#: installed, when missing, by a session running as root with apt-get, as CI does (~20 s).
+SYSTEM_PACKAGES = {"audio": ["espeak-ng"]}
 #: Plugins on the serving path; the benchmarks install these (Ray is a deploy target only).
 SERVING_PLUGINS = [name for name in PLUGINS if name != "ray"]
 
@@ -70,6 +73,7 @@ def plugin(session: nox.Session, name: str) -> None:
     plugin(name='ray') starts a local Ray head on loopback (about three minutes).
     """
     install(session, "-e", ".[test]", "-e", f"plugins/{name}[test]", *COMPANIONS.get(name, []))
+    _system_packages(session, SYSTEM_PACKAGES.get(name, []))
     session.run("chutes", "plugins", "--json", silent=True)
     pytest(session, f"plugins/{name}/tests", "tests/conformance")
 
@@ -195,6 +199,30 @@ def _editables(folder: str, names: list[str]) -> list[str]:
     return args
 
 
+def _system_packages(session: nox.Session, packages: list[str]) -> None:
+    """apt-get install the ``packages`` (each named as its command) that are missing, if root."""
+    import os
+    import shutil
+    import subprocess
+
+    missing = [package for package in packages if shutil.which(package) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        session.warn(f"not installed, and not installable here: {' '.join(missing)}")
+        return
+    command = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for attempt in ("install", "update, then install"):
+        if attempt != "install":
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
+        done = subprocess.run(command, env=env, capture_output=True, timeout=300)
+        if done.returncode == 0:
+            session.log(f"apt-get installed {' '.join(missing)}")
+            return
+    session.warn(f"apt-get could not install {' '.join(missing)}: the tests needing it skip")
+
+
 def _entry_point_names(folder: str, names: list[str]) -> list[str]:
     """The chutes.plugins entry-point names declared by these projects' pyproject.toml."""
     import tomllib
@@ -251,7 +279,7 @@ def mutation(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|all."""
+    """Benchmarks (not part of the test run): nox -s bench -- overhead|passthrough|embeddings|coldstart|rerank|all."""
     install(
         session,
         "-e",

@@ -93,14 +93,27 @@ class Load:
     errors: int = 0
 
 
-def wrk(url: str, *, connections: int, seconds: float, script: Path | None = None) -> Load:
+def wrk(
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    script: Path | None = None,
+    timeout: float | None = None,
+) -> Load:
+    """``timeout``: seconds before wrk gives a request up (its default: 2)."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     threads = min(connections, 2)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     if script is not None:
         command[1:1] = ["-s", str(script)]
+    if timeout is not None:
+        command[1:1] = ["--timeout", f"{timeout:g}s"]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if failed:  # errors answer fast: counted, they would pass for throughput
+        raise RuntimeError(f"{failed.group(1)} requests to {url} failed:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     failed = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = int(failed.group(1)) if failed else 0

@@ -130,3 +130,48 @@ class TemplateHooks:
     def egress_policy(self, chute: Chute) -> bool | None:
         """The template's egress default for its chutes; no opinion on others."""
         return self.egress if chute.standard_template == self.name else None
+
+
+class TemplateSet:
+    """The hooks of a plugin with several templates: each asks every template in turn.
+
+    A plugin module can hold one function per hook, so a plugin that provides
+    more than one template exposes a set's hooks::
+
+        register_templates, build_image, egress_policy = TemplateSet(
+            TemplateHooks("whisper", ...), TemplateHooks("tts", ...)
+        ).hooks()
+
+    Each template answers only for its own chutes, so the first answer is the one.
+    """
+
+    def __init__(self, *templates: TemplateHooks) -> None:
+        self.templates = templates
+
+    def hooks(self) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
+        """``register_templates``, ``build_image`` and ``egress_policy``, for a plugin module."""
+        return self.register_templates, self.build_image, self.egress_policy
+
+    @hookimpl
+    def register_templates(self, register: TemplateRegister) -> None:
+        """Register every template's builder."""
+        for template in self.templates:
+            template.register_templates(register)
+
+    @hookimpl
+    def build_image(self, chute: Chute, image: Image | str | None) -> Image | None:
+        """The default image of the template ``chute`` comes from, if it names none."""
+        for template in self.templates:
+            built = template.build_image(chute, image)
+            if built is not None:
+                return built
+        return None
+
+    @hookimpl
+    def egress_policy(self, chute: Chute) -> bool | None:
+        """The egress default of the template ``chute`` comes from; no opinion on others."""
+        for template in self.templates:
+            policy = template.egress_policy(chute)
+            if policy is not None:
+                return policy
+        return None

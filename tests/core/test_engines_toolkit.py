@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 
 import pytest
 from typing_extensions import Unpack
@@ -128,3 +129,31 @@ def test_an_engine_pin_is_read_from_the_distributions_extra() -> None:
         pinned_requirement("chutes", "vllm", extra="hub")
     with pytest.raises(ChutesError, match="not installed"):
         pinned_requirement("no-such-distribution-here", "x")
+
+
+def test_a_template_set_answers_for_each_of_its_templates() -> None:
+    from chutes_core.engines.hooks import TemplateHooks, TemplateSet
+
+    def build_one(username: str) -> Chute:
+        return Chute(username=username, name="one", standard_template="one")
+
+    def build_two(username: str) -> Chute:
+        return Chute(username=username, name="two", standard_template="two")
+
+    plugin = types.ModuleType("two_templates")
+    (
+        plugin.register_templates,  # type: ignore[attr-defined]
+        plugin.build_image,  # type: ignore[attr-defined]
+        plugin.egress_policy,  # type: ignore[attr-defined]
+    ) = TemplateSet(
+        TemplateHooks("one", build_one, requirements=["one-engine==1"], egress=False),
+        TemplateHooks("two", build_two, requirements=["two-engine==2"], egress=True),
+    ).hooks()
+    manager = PluginManager(entry_points=False, plugins=[("pair", plugin)]).load()
+    assert [t.name for t in manager.templates] == ["one", "two"]
+    one, two = build_one("me"), build_two("me")
+    assert manager.egress_policy(one) is False and manager.egress_policy(two) is True
+    assert "one-engine==1" in str(manager.build_image(one))
+    assert "two-engine==2" in str(manager.build_image(two))
+    other = Chute(username="me", name="mine")
+    assert manager.egress_source(other) == "builtin"  # neither template answers for it

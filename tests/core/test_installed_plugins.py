@@ -325,7 +325,13 @@ def test_the_conformance_kit_catches_a_heavy_import(clash_python) -> None:
 
 def test_a_missing_documented_template_names_its_package(venv_python) -> None:
     # The documented import names whose plugin is not chutes-<template>.
-    for template, distribution in [("diffusion", "diffusers"), ("embedding", "embeddings")]:
+    for template, distribution in [
+        ("diffusion", "diffusers"),
+        ("embedding", "embeddings"),
+        ("rerank", "embeddings"),
+        ("whisper", "audio"),
+        ("tts", "audio"),
+    ]:
         result = run(
             venv_python,
             "-c",

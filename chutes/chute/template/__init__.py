@@ -21,7 +21,13 @@ _PREFIX = __name__ + "."
 
 #: The documented template modules whose plugin's name is not ``chutes-<template>``,
 #: for the "pip install" hint when it is missing.
-_DISTRIBUTIONS = {"diffusion": "chutes-diffusers", "embedding": "chutes-embeddings"}
+_DISTRIBUTIONS = {
+    "diffusion": "chutes-diffusers",
+    "embedding": "chutes-embeddings",
+    "rerank": "chutes-embeddings",
+    "whisper": "chutes-audio",
+    "tts": "chutes-audio",
+}
 
 
 class _TemplateLoader(importlib.abc.Loader):

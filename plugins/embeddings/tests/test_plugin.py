@@ -13,7 +13,7 @@ from chutes_core.plugins import get_plugin_manager
 def test_loads_through_its_entry_point() -> None:
     info = testing.check_plugin("embeddings")
     assert info.distribution == "chutes-embeddings"
-    assert info.templates == ["embedding"]
+    assert info.templates == ["embedding", "rerank"]
     assert info.kernels == ["embeddings.mean_pool_normalize"]
     assert set(info.hooks) == {
         "build_image",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chutes_core.engines.hooks import TemplateHooks
+from chutes_core.engines.hooks import TemplateHooks, TemplateSet
 from chutes_core.kernels import kernel_hook
 
 if TYPE_CHECKING:
@@ -39,6 +39,18 @@ register_kernels = kernel_hook(
 
 
 # Weights are fetched during startup; serving embeddings needs no network.
-register_templates, build_image, egress_policy = TemplateHooks(
+_EMBEDDING = TemplateHooks(
     TEMPLATE, BUILDER, description=DESCRIPTION, requirements=engine_pins, egress=False
-).hooks()
+)
+# Reranking and classification: a cross-encoder, run in process (same pins), egress closed too.
+_RERANK = TemplateHooks(
+    "rerank",
+    "chutes_embeddings.rerank:build_rerank_chute",
+    description="Cross-encoder /v1/rerank and /v1/classify with dynamic batching",
+    requirements=ENGINE_PINS["sentence-transformers"],
+    egress=False,
+)
+
+
+# One plugin, two templates: each hook asks both.
+register_templates, build_image, egress_policy = TemplateSet(_EMBEDDING, _RERANK).hooks()

@@ -1,0 +1,1 @@
+"""chutes-audio: speech to text (Whisper) and text to speech, as OpenAI-compatible chutes."""
