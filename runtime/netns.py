@@ -245,7 +245,11 @@ def supervise(ref: str, host: str, port: int, serve_outside: Callable[[socket.so
 
     ``serve_outside(listener)`` serves a chute handed back (egress allowed).
     """
-    listener = socket.create_server((host, port), family=_family(host))
+    try:
+        listener = socket.create_server((host, port), family=_family(host))
+    except OSError as exc:  # as uvicorn says it when it binds: one line, exit 1
+        log.error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
     listener.set_inheritable(True)
     ours, theirs = socket.socketpair()
     theirs.set_inheritable(True)
