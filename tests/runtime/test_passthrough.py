@@ -132,3 +132,47 @@ def test_bodies_stream_both_ways(forwarding) -> None:
     assert sent.json() == {"received": 64 * 32768}
     big = httpx.get(f"{forwarding.url}/v1/big")
     assert big.status_code == 200 and len(big.content) == 32 * 65536
+
+
+# With a user's middleware the host forwards through FastAPI's routes, not around them.
+@pytest.fixture(scope="module")
+def forwarding_through_middleware(module_chute, upstream):
+    port, _ = upstream
+    return module_chute(
+        "forwarding:chute", env={"UPSTREAM_PORT": str(port), "WITH_MIDDLEWARE": "1"}
+    )
+
+
+async def test_through_middleware_streams_are_forwarded_and_relayed_chunk_by_chunk(
+    forwarding_through_middleware,
+) -> None:
+    url = forwarding_through_middleware.url
+    plain = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": []})
+    assert plain.status_code == 200 and plain.headers["x-user-middleware"] == "1"
+    assert plain.json()["seen"]["authorization"] == "Bearer sekret"
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"stream": True, "chunks": 5, "delay": 0.3}
+        began = time.monotonic()
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            assert r.headers["x-user-middleware"] == "1"
+            arrivals = [time.monotonic() - began async for line in r.aiter_lines() if line]
+    assert len(arrivals) == 6 and arrivals[0] < arrivals[-1] - 0.9
+
+
+async def test_through_middleware_a_client_disconnect_cancels_the_upstream_request(
+    forwarding_through_middleware, upstream
+) -> None:
+    _, marks = upstream
+    url = forwarding_through_middleware.url
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"stream": True, "chunks": 100, "delay": 0.1, "tag": "disconnect-through-middleware"}
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    break
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if (marks / "cancelled").exists() and "middleware" in (marks / "cancelled").read_text():
+            break
+        await asyncio.sleep(0.05)
+    assert (marks / "cancelled").read_text() == "disconnect-through-middleware"

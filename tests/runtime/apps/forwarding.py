@@ -57,3 +57,22 @@ async def slow(self):
 )
 async def impatient(self):
     """The same upstream, with an idle-read timeout of half a second."""
+
+
+if os.environ.get("WITH_MIDDLEWARE"):
+
+    class Tagging:
+        """A user's ASGI middleware: passthrough must go through it, not around it."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            async def tagged(message):
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", ()), (b"x-user-middleware", b"1")]
+                await send(message)
+
+            await self.app(scope, receive, tagged)
+
+    chute.add_middleware(Tagging)
