@@ -30,7 +30,7 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -185,6 +185,32 @@ class Batcher(Generic[In, Out]):
     async def submit(self, values: Sequence[In]) -> Results:
         """``enqueue``, awaited; cancelling the caller drops the inputs still queued."""
         return await self.enqueue(values)
+
+    async def submit_while_connected(
+        self, values: Sequence[In], receive: Callable[[], Awaitable[Mapping[str, Any]]]
+    ) -> Results | None:
+        """``submit`` for an HTTP request: ``None`` if its client disconnects first.
+
+        ``receive`` is the request's ASGI receive (Starlette's
+        ``request.receive``); once it says ``http.disconnect`` the inputs
+        still queued leave the queue, and never reach the function.
+        """
+        work = self.enqueue(values)
+
+        async def cancel_when_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            work.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(cancel_when_gone())
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if watcher.done():  # the client went away; its inputs left the queue
+                return None
+            raise
+        finally:
+            watcher.cancel()
 
     async def _serve(self) -> None:
         while True:

@@ -16,7 +16,6 @@ Metrics, per cord: ``chutes_batch_size`` (inputs per call) and
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
@@ -139,16 +138,10 @@ def batch_endpoint(cord: Cord, batcher: Batcher[Any, Any], render: Any) -> Any:
     model = cord.input_schema
 
     async def endpoint(request: Request, item: Any = Body(...)) -> Any:
-        work = batcher.enqueue([item])
-        watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(request, work))
-        try:
-            (result,) = await work
-        except asyncio.CancelledError:
-            if watcher.done():  # the client went away; its input left the queue
-                return Response(status_code=499)
-            raise
-        finally:
-            watcher.cancel()
+        results = await batcher.submit_while_connected([item], request.receive)
+        if results is None:  # the client went away; its input left the queue
+            return Response(status_code=499)
+        (result,) = results
         if isinstance(result, HTTPException):
             raise result
         if isinstance(result, BaseException):
@@ -169,12 +162,3 @@ def batch_endpoint(cord: Cord, batcher: Batcher[Any, Any], render: Any) -> Any:
     )
     endpoint.__name__ = cord.name
     return endpoint
-
-
-async def _cancel_when_gone(request: Request, work: asyncio.Future[Any]) -> None:
-    """Cancel ``work`` if the client disconnects first: an input not yet in a batch drops out."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            work.cancel()
-            return

@@ -76,6 +76,37 @@ async def test_inputs_of_a_cancelled_request_are_dropped_before_their_batch() ->
     assert batcher.stats.dropped == 2
 
 
+async def test_a_request_whose_client_disconnects_gets_none_and_leaves_the_queue() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder, max_batch_size=4, batch_wait_timeout_s=0.001)
+    batcher.start()
+    gone = asyncio.Event()
+
+    async def receive() -> dict[str, str]:  # an ASGI receive: the client leaves on cue
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def connected() -> dict[str, str]:  # a client that stays
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    try:
+        recorder.gate.clear()  # the first batch blocks the worker
+        first = asyncio.ensure_future(batcher.submit([[1]]))
+        await asyncio.sleep(0.1)
+        leaving = asyncio.ensure_future(batcher.submit_while_connected([[2]], receive))
+        staying = asyncio.ensure_future(batcher.submit_while_connected([[3]], connected))
+        await asyncio.sleep(0.05)
+        gone.set()
+        assert await asyncio.wait_for(leaving, 10) is None
+        recorder.gate.set()
+        await first
+        assert await asyncio.wait_for(staying, 10) == [[1.0, 3.0]]
+    finally:
+        await batcher.stop()
+    assert [ids[0] for batch in recorder.batches for ids in batch] == [1, 3]
+
+
 async def test_a_failing_batch_fails_its_requests_not_the_batcher() -> None:
     calls = []
 

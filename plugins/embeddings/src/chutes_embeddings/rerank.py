@@ -217,28 +217,13 @@ def build_rerank_chute(
 
 async def _scored(chute: Chute, request: Request, pairs: list[Any]) -> Any:
     """The scorer's results for ``pairs`` through the batcher, or a 499 if the client left."""
-    work = chute.batcher.enqueue(pairs)
-    watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(request, work))
-    try:
-        results = await work
-    except asyncio.CancelledError:
-        if watcher.done():  # the client went away; its inputs left the queue
-            return Response(status_code=499)
-        raise
-    finally:
-        watcher.cancel()
+    results = await chute.batcher.submit_while_connected(pairs, request.receive)
+    if results is None:  # the client went away; its inputs left the queue
+        return Response(status_code=499)
     for result in results:
         if isinstance(result, BaseException):
             raise result
     return results
-
-
-async def _cancel_when_gone(request: Request, work: asyncio.Future[Any]) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            work.cancel()
-            return
 
 
 def _json(payload: dict[str, Any]) -> Response:

@@ -171,16 +171,9 @@ def build_embedding_chute(
             )
         except _Invalid as exc:
             return _error(400, exc.message, exc.param)
-        work = self.batcher.enqueue(inputs)
-        watcher = asyncio.get_running_loop().create_task(_cancel_when_gone(request, work))
-        try:
-            results = await work
-        except asyncio.CancelledError:
-            if watcher.done():  # the client went away; its inputs left the queue
-                return Response(status_code=499)
-            raise
-        finally:
-            watcher.cancel()
+        results = await self.batcher.submit_while_connected(inputs, request.receive)
+        if results is None:  # the client went away; its inputs left the queue
+            return Response(status_code=499)
         for index, result in enumerate(results):
             if isinstance(result, TooLong):
                 return _error(
@@ -349,12 +342,3 @@ def _response(vectors: Any, encoding: str, model: str, tokens: int) -> bytes:
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-
-
-async def _cancel_when_gone(request: Request, work: asyncio.Future[Any]) -> None:
-    """Cancel ``work`` if the client disconnects first: inputs not yet in a batch are dropped."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            work.cancel()
-            return
