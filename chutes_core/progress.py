@@ -28,7 +28,7 @@ import contextlib
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -44,7 +44,9 @@ __all__ = [
     "activate",
     "current",
     "deactivate",
+    "describe",
     "event",
+    "format_amount",
     "phase",
 ]
 
@@ -280,3 +282,38 @@ def phase(
 def event(name: str, detail: str | None = None) -> Phase:
     """Report a phase that is already done on the current tracker (see :meth:`Tracker.event`)."""
     return current().event(name, detail=detail)
+
+
+def format_amount(value: float, unit: str | None) -> str:
+    """``1048576, "bytes"`` → ``1.0 MB``; other units as counted (``3 files``)."""
+    if unit != "bytes":
+        return f"{value:g}{' ' + unit if unit else ''}"
+    for suffix in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {suffix}" if suffix == "B" else f"{value:.1f} {suffix}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def describe(document: Mapping[str, Any]) -> str | None:
+    """One line for a warm-up status document (``SCHEMA``); ``None`` for anything else.
+
+    ``ready``; ``starting: download 1.0 MB / 4.2 MB (25%), 3.2s``;
+    ``failed: engine_start: the engine exited with code 1``.
+    """
+    if document.get("schema") != SCHEMA:
+        return None
+    state = str(document.get("state"))
+    if document.get("error"):
+        return f"{state}: {document.get('phase') or 'startup'}: {document['error']}"
+    if state == "ready" or not document.get("phase"):
+        return state
+    line = f"{state}: {document['phase']}"
+    progress = document.get("progress") or {}
+    done, total, unit = progress.get("done"), progress.get("total"), progress.get("unit")
+    if isinstance(done, (int, float)) and done:
+        line += f" {format_amount(done, unit)}"
+        if isinstance(total, (int, float)) and total:
+            line += f" / {format_amount(total, unit)} ({100 * done / total:.0f}%)"
+    elapsed = document.get("elapsed")
+    return f"{line}, {elapsed:.1f}s" if isinstance(elapsed, (int, float)) else line

@@ -298,19 +298,27 @@ def warmup(
     ] = False,
     config_path: ConfigOption = None,
 ) -> None:
-    """Start an instance of a chute and wait for it, printing progress (GET /chutes/warmup/ID)."""
+    """Start an instance of a chute and wait for it, printing progress (GET /chutes/warmup/ID).
+
+    A line that is a warm-up status document (``chutes.warmup/v1``, what
+    ``/_chutes/warmup`` serves) is shown as one line of phase and progress.
+    """
+    from chutes_core.progress import describe
+
     with platform(config_path, "warmup") as client:
         for line in client.stream_lines(f"/chutes/warmup/{chute}"):
             if not line.strip():
                 continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"status": line}
+            if not isinstance(event, dict):
+                event = {"status": event}
             if as_json:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    event = {"status": line}
-                typer.echo(json.dumps(event if isinstance(event, dict) else {"status": event}))
+                typer.echo(json.dumps(event))
             else:
-                typer.echo(line)
+                typer.echo(describe(event) or line)
 
 
 def register(app: typer.Typer, command: Callable[..., Any]) -> None:

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from chutes_core.progress import SCHEMA, Phase, Tracker
+from chutes_core.progress import SCHEMA, Phase, Tracker, format_amount
 
 if TYPE_CHECKING:
     from chutes_runtime.host import Host
@@ -67,16 +67,6 @@ def attach_display(tracker: Tracker, *, stream: Any = None) -> None:
     tracker.listeners.append(display)
 
 
-def _amount(value: float, unit: str | None) -> str:
-    if unit != "bytes":
-        return f"{value:g}{' ' + unit if unit else ''}"
-    for suffix in ("B", "kB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {suffix}" if suffix == "B" else f"{value:.1f} {suffix}"
-        value /= 1000
-    return f"{value:.1f} TB"
-
-
 class _Lines:
     """Plain log lines: a phase's start and end, progress at most every 5 s."""
 
@@ -107,8 +97,8 @@ class _Lines:
             log.info("warm-up: %s started%s", phase.name, detail)
         elif time.monotonic() - self._said[key] >= self.EVERY and (phase.done or phase.total):
             self._said[key] = time.monotonic()
-            total = f" of {_amount(phase.total, phase.unit)}" if phase.total else ""
-            log.info("warm-up: %s %s%s", phase.name, _amount(phase.done, phase.unit), total)
+            total = f" of {format_amount(phase.total, phase.unit)}" if phase.total else ""
+            log.info("warm-up: %s %s%s", phase.name, format_amount(phase.done, phase.unit), total)
 
 
 class _Bars:
@@ -172,9 +162,9 @@ class _Bars:
                 description += f" [red]failed: {escape(phase.error or '')}"
             amount = ""
             if snapshot:  # a phase with numbers: "1.2 MB / 4.0 MB"
-                amount = _amount(done, phase.unit)
+                amount = format_amount(done, phase.unit)
                 if total is not None:
-                    amount += f" / {_amount(total, phase.unit)}"
+                    amount += f" / {format_amount(total, phase.unit)}"
             if key not in self._tasks:
                 self._tasks[key] = progress.add_task(description, total=total, amount=amount)
             finished = phase.state != "running"

@@ -148,3 +148,19 @@ def test_a_failed_phase_is_drawn_with_its_error_as_text() -> None:
         raise KeyError("[bold]not markup[/bold]")
     tracker.settle()
     assert "failed: KeyError: '[bold]not markup[/bold]'" in screen.getvalue()
+
+
+def test_describe_reads_a_status_document_and_nothing_else() -> None:
+    from chutes_core.progress import SCHEMA, describe
+
+    assert describe({"status": "hot"}) is None
+    failed = {"schema": SCHEMA, "state": "failed", "phase": "engine_start", "error": "exit 1"}
+    assert describe(failed) == "failed: engine_start: exit 1"
+    counting = {
+        "schema": SCHEMA,
+        "state": "starting",
+        "phase": "load",
+        "progress": {"done": 3, "total": None, "unit": "files"},
+        "elapsed": 1.0,
+    }
+    assert describe(counting) == "starting: load 3 files, 1.0s"

@@ -111,7 +111,7 @@ def create_app() -> FastAPI:
         chute["instances"] = [{"instance_id": f"inst-{chute['name']}", "active": True}]
 
         async def progress():
-            for status in ("cold", "starting", "hot"):
+            for status in getattr(app.state, "warmup_lines", ("cold", "starting", "hot")):
                 yield f"data: {status}\n\n"
 
         return StreamingResponse(progress(), media_type="text/event-stream")

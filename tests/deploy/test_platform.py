@@ -122,3 +122,36 @@ def test_auth_and_config_errors_are_one_line(tmp_path, monkeypatch, standin) -> 
         unreachable.exit_code == 4
         and "cannot reach the chutes API at http://127.0.0.1:1" in unreachable.output
     )
+
+
+def test_warmup_shows_a_warm_up_status_document_as_phase_and_progress(
+    config, standin, monkeypatch
+) -> None:
+    monkeypatch.chdir(SEEDS)
+    run("deploy", "example:chute", "--accept-fee")  # unless an earlier test deployed it
+    schema = "chutes.warmup/v1"
+    downloading = {
+        "schema": schema,
+        "state": "starting",
+        "phase": "download",
+        "progress": {"done": 1_000_000, "total": 4_000_000, "unit": "bytes"},
+        "elapsed": 3.25,
+        "error": None,
+    }
+    ready = {**downloading, "state": "ready", "phase": "warmup", "progress": None}
+    standin.state.warmup_lines = ["cold", json.dumps(downloading), json.dumps(ready)]
+    try:
+        warm = run("warmup", "example")
+        as_json = run("warmup", "example", "--json")
+    finally:
+        del standin.state.warmup_lines
+    assert warm.output.splitlines() == [
+        "cold",
+        "starting: download 1.0 MB / 4.0 MB (25%), 3.2s",
+        "ready",
+    ]
+    assert [json.loads(line) for line in as_json.output.splitlines()] == [
+        {"status": "cold"},
+        downloading,
+        ready,
+    ]
