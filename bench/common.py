@@ -159,3 +159,45 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     lines.append("-|-".join("-" * w for w in widths))
     lines += [" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def infinity_emb(model_path: str) -> Iterator[str | None]:
+    """infinity-emb serving ``model_path`` (batch 64, CPU) from ``$INFINITY_PYTHON``.
+
+    Yields its base URL, or ``None`` when ``INFINITY_PYTHON`` names no interpreter.
+    """
+    infinity = os.environ.get("INFINITY_PYTHON")
+    if not infinity or not Path(infinity).exists():
+        yield None
+        return
+    port = free_port()
+    command = [
+        infinity, "-m", "infinity_emb.cli", "v2", "--model-id", model_path, "--port", str(port),
+        "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "64",
+        "--no-bettertransformer",
+    ]  # fmt: skip
+    with server(command, f"http://127.0.0.1:{port}/health"):
+        yield f"http://127.0.0.1:{port}"
+
+
+def report_against_ceiling(
+    figure: str, unit: str, results: dict[str, float], ceiling: str, ours: str
+) -> dict[str, float]:
+    """Print ``results`` as a table against ``ceiling``, then ``ours`` against it and infinity-emb."""
+    ceiling_rps = results[ceiling]
+    print(
+        table(
+            ["system", unit, "vs ceiling"],
+            [[name, f"{rps:.0f}", f"{rps / ceiling_rps:.2f}x"] for name, rps in results.items()],
+        )
+    )
+    ratios = {"vs_ceiling": results[ours] / ceiling_rps}
+    line = f"{figure} ratios: chutes {ratios['vs_ceiling']:.2f}x the in-process ceiling"
+    if "infinity-emb" in results:
+        ratios["vs_infinity"] = results[ours] / results["infinity-emb"]
+        line += f", {ratios['vs_infinity']:.2f}x infinity-emb"
+    else:
+        line += " (infinity-emb not measured: set INFINITY_PYTHON)"
+    print(line)
+    return ratios

@@ -8,12 +8,11 @@ virtualenv, given by ``INFINITY_PYTHON``; skipped when unset).
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYTHON, free_port, server, table, wrk
+from bench.common import PYTHON, free_port, infinity_emb, report_against_ceiling, server, wrk
 
 CLIENTS = 64
 SECONDS = 15
@@ -73,29 +72,9 @@ def run() -> dict[str, float]:
         results["chutes-embeddings"] = _load(
             f"http://127.0.0.1:{port}/v1/embeddings", "all-MiniLM-L6-v2"
         )
-    infinity = os.environ.get("INFINITY_PYTHON")
-    if infinity and Path(infinity).exists():
-        port = free_port()
-        command = [
-            infinity, "-m", "infinity_emb.cli", "v2", "--model-id", model_path, "--port", str(port),
-            "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "64",
-            "--no-bettertransformer",
-        ]  # fmt: skip
-        with server(command, f"http://127.0.0.1:{port}/health"):
-            results["infinity-emb"] = _load(f"http://127.0.0.1:{port}/embeddings", model_path)
-    ceiling_rps = results["in-process encode (ceiling)"]
-    print(
-        table(
-            ["system", "texts/s", "vs ceiling"],
-            [[name, f"{rps:.0f}", f"{rps / ceiling_rps:.2f}x"] for name, rps in results.items()],
-        )
+    with infinity_emb(model_path) as infinity:
+        if infinity is not None:
+            results["infinity-emb"] = _load(f"{infinity}/embeddings", model_path)
+    return report_against_ceiling(
+        "embeddings", "texts/s", results, "in-process encode (ceiling)", "chutes-embeddings"
     )
-    ratios = {"vs_ceiling": results["chutes-embeddings"] / ceiling_rps}
-    line = f"embeddings ratios: chutes {ratios['vs_ceiling']:.2f}x the in-process ceiling"
-    if "infinity-emb" in results:
-        ratios["vs_infinity"] = results["chutes-embeddings"] / results["infinity-emb"]
-        line += f", {ratios['vs_infinity']:.2f}x infinity-emb"
-    else:
-        line += " (infinity-emb not measured: set INFINITY_PYTHON)"
-    print(line)
-    return ratios

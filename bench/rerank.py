@@ -10,13 +10,12 @@ batches) and infinity-emb serving the same model (``INFINITY_PYTHON``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import PYTHON, free_port, server, table, wrk
+from bench.common import PYTHON, free_port, infinity_emb, report_against_ceiling, server, wrk
 
 CLIENTS = 32
 SECONDS = 20
@@ -98,29 +97,9 @@ def run() -> dict[str, float]:
     command = [PYTHON, "-m", "chutes_cli", "run", ref, "--port", str(port)]
     with server(command, f"http://127.0.0.1:{port}/_chutes/ready", cwd=work):
         results["chutes rerank"] = _load(f"http://127.0.0.1:{port}/v1/rerank", "minilm-ce")
-    infinity = os.environ.get("INFINITY_PYTHON")
-    if infinity and Path(infinity).exists():
-        port = free_port()
-        command = [
-            infinity, "-m", "infinity_emb.cli", "v2", "--model-id", model_path, "--port", str(port),
-            "--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--batch-size", "64",
-            "--no-bettertransformer",
-        ]  # fmt: skip
-        with server(command, f"http://127.0.0.1:{port}/health"):
-            results["infinity-emb"] = _load(f"http://127.0.0.1:{port}/rerank", model_path)
-    ceiling_rps = results["in-process predict (ceiling)"]
-    print(
-        table(
-            ["system", "documents/s", "vs ceiling"],
-            [[name, f"{rps:.0f}", f"{rps / ceiling_rps:.2f}x"] for name, rps in results.items()],
-        )
+    with infinity_emb(model_path) as infinity:
+        if infinity is not None:
+            results["infinity-emb"] = _load(f"{infinity}/rerank", model_path)
+    return report_against_ceiling(
+        "rerank", "documents/s", results, "in-process predict (ceiling)", "chutes rerank"
     )
-    ratios = {"vs_ceiling": results["chutes rerank"] / ceiling_rps}
-    line = f"rerank ratios: chutes {ratios['vs_ceiling']:.2f}x the in-process ceiling"
-    if "infinity-emb" in results:
-        ratios["vs_infinity"] = results["chutes rerank"] / results["infinity-emb"]
-        line += f", {ratios['vs_infinity']:.2f}x infinity-emb"
-    else:
-        line += " (infinity-emb not measured: set INFINITY_PYTHON)"
-    print(line)
-    return ratios
