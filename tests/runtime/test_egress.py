@@ -7,10 +7,7 @@ ever sent anywhere but loopback and that namespace.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,84 +18,21 @@ import pytest
 
 from chutes_runtime import egress
 
-from .conftest import wait_for
-
-NAMESPACE = f"chutes-egress-{os.getpid()}"
-VETH = f"chv{os.getpid() % 100000}"
-CANDIDATES = ("10.203.147.0/30", "172.31.211.128/30", "192.168.251.248/30", "10.99.231.64/30")
-
-
-def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-def networks_in_use() -> list[ipaddress.IPv4Network]:
-    """Every IPv4 network this machine has an address in or a route to (default aside)."""
-    used = []
-    for line in ip("-4", "-o", "addr", "show").stdout.splitlines():
-        words = line.split()
-        used.append(ipaddress.ip_interface(words[words.index("inet") + 1]).network)
-    for line in ip("-4", "route", "show", "table", "all").stdout.splitlines():
-        words = line.split()
-        if words and words[0] in {"local", "broadcast", "unicast", "multicast"}:
-            words = words[1:]
-        if words and words[0] != "default":
-            with contextlib.suppress(ValueError):
-                used.append(ipaddress.ip_network(words[0], strict=False))
-    return used
-
-
-def pick_subnet() -> ipaddress.IPv4Network | None:
-    used = networks_in_use()
-    for candidate in map(ipaddress.ip_network, CANDIDATES):
-        if not any(candidate.overlaps(network) for network in used):
-            return candidate
-    return None
-
 
 @pytest.fixture(scope="module")
 def test_host():
     """``address:port`` of an HTTP server inside a namespace reachable over a veth pair."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a network namespace")
-    subnet = pick_subnet()
-    if subnet is None:
-        pytest.skip(f"every candidate test subnet ({', '.join(CANDIDATES)}) is in use here")
-    host_ip, peer_ip = (str(address) for address in subnet.hosts())
-    if ip("netns", "add", NAMESPACE, check=False).returncode != 0:
-        pytest.skip("this machine does not allow `ip netns add`")
-    server = None
+    from chutes_testing.egress import NetnsUnavailable, namespaced_test_host
+
+    host = namespaced_test_host()
     try:
-        peer = f"{VETH}p"
-        ip("link", "add", VETH, "type", "veth", "peer", "name", peer)
-        ip("link", "set", peer, "netns", NAMESPACE)
-        ip("addr", "add", f"{host_ip}/30", "dev", VETH)
-        ip("link", "set", VETH, "up")
-        inside = ("netns", "exec", NAMESPACE, "ip")
-        ip(*inside, "addr", "add", f"{peer_ip}/30", "dev", peer)
-        ip(*inside, "link", "set", peer, "up")
-        ip(*inside, "link", "set", "lo", "up")
-        port = 18080
-        server = subprocess.Popen(
-            ["ip", *inside[:-1], sys.executable, "-m", "http.server", str(port), "--bind", peer_ip],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def answers() -> bool:
-            try:
-                return httpx.get(f"http://{peer_ip}:{port}/", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(answers, "the namespaced test host", timeout=20)
-        yield f"{peer_ip}:{port}"
+        target = host.__enter__()
+    except NetnsUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield target
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        ip("link", "del", VETH, check=False)
-        ip("netns", "del", NAMESPACE, check=False)
+        host.__exit__(None, None, None)
 
 
 def probe(run_chute, target: str, *, allow: bool) -> tuple[object, dict]:
