@@ -154,6 +154,10 @@ def test_sigterm_drains_in_flight_streams_then_runs_shutdown_hooks_and_exits_0(
             httpx.get(f"{served.url}/_chutes/live", timeout=2)
         except httpx.ConnectError:
             return True
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # Connected in the moment between the signal and the listener closing: the
+            # kernel resets what was still queued. Not refused yet; ask again.
+            return False
         return False
 
     async def drain() -> list[list[int]]:
