@@ -1,4 +1,4 @@
-"""python -m bench overhead|passthrough|embeddings|coldstart|rerank|all"""
+"""python -m bench overhead|passthrough|embeddings|coldstart|rerank|verify|all"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 from bench.common import machine
 
-FIGURES = ("overhead", "passthrough", "embeddings", "coldstart", "rerank")
+FIGURES = ("overhead", "passthrough", "embeddings", "coldstart", "rerank", "verify")
 
 
 def main() -> None:

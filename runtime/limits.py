@@ -1,4 +1,4 @@
-"""Request limits: headers, body size, body deadline, and JSON that cannot be answered.
+"""Request limits: header and body deadlines, sizes, and JSON that cannot be answered.
 
 The host reads a request's whole body *before* it takes a concurrency slot,
 so a client that trickles its body holds a connection, never a slot. The
@@ -6,11 +6,18 @@ read is bounded twice: by size (413 as soon as the declared length or the
 bytes received cross the limit, without reading the rest) and by time (408
 past the deadline). Every refusal closes the connection.
 
+Before that, the request head itself has a deadline (uvicorn has none): a
+connection must complete each request's headers within the header timeout
+of opening or of its previous response ending. One that sent part of a head
+by then is answered 408 and closed; one that sent nothing is closed, as
+uvicorn closes an idle keep-alive connection. See :func:`header_deadline`.
+
 Defaults, each overridable by an environment variable:
 
 =============================  ===========  ========================================
 ``CHUTES_MAX_BODY_BYTES``      16 MiB       body size of a request (a cord's own
                                             ``max_body_bytes`` wins for that cord)
+``CHUTES_HEADER_TIMEOUT``      10 s         time to receive a request's headers (408)
 ``CHUTES_BODY_TIMEOUT``        30 s         time to receive the whole body (408)
 ``CHUTES_MAX_HEADERS``         100          header fields in a request (431)
 ``CHUTES_MAX_HEADER_BYTES``    64 KiB       all header names and values (431)
@@ -26,7 +33,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BodyRefused", "Limits", "check_headers", "read_body", "unanswerable_json"]
+__all__ = [
+    "BodyRefused",
+    "Limits",
+    "check_headers",
+    "header_deadline",
+    "read_body",
+    "unanswerable_json",
+]
 
 Message = MutableMapping[str, Any]
 
@@ -49,6 +63,7 @@ class Limits:
     """The host-wide request limits (see the module docstring for the defaults)."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_headers: int = 100
     max_header_bytes: int = 64 * 1024
@@ -57,6 +72,7 @@ class Limits:
     def from_env(cls) -> Limits:
         return cls(
             max_body_bytes=int(_env_number("CHUTES_MAX_BODY_BYTES", cls.max_body_bytes)),
+            header_timeout=_env_number("CHUTES_HEADER_TIMEOUT", cls.header_timeout),
             body_timeout=_env_number("CHUTES_BODY_TIMEOUT", cls.body_timeout),
             max_headers=int(_env_number("CHUTES_MAX_HEADERS", cls.max_headers)),
             max_header_bytes=int(_env_number("CHUTES_MAX_HEADER_BYTES", cls.max_header_bytes)),
@@ -80,6 +96,75 @@ def check_headers(headers: list[tuple[bytes, bytes]], limits: Limits) -> str | N
     if size > limits.max_header_bytes:
         return f"headers too large: {size} bytes (at most {limits.max_header_bytes})"
     return None
+
+
+_TIMED_OUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+def header_deadline(timeout: float, base: type[Any] | None = None) -> type[Any]:
+    """uvicorn's HTTP protocol (``base``; uvicorn's choice by default) with a header deadline.
+
+    Pass the class as ``uvicorn.Config(http=...)``. A timer is armed when the
+    connection opens and again when each response ends; at the deadline, a
+    connection with no request in progress has not completed a head: it gets
+    a 408 if it sent part of one, and is closed either way. Only the protocol's
+    public surface is used (``connection_made``, ``data_received``,
+    ``on_response_complete``, ``connection_lost``, the ``cycle`` attribute).
+    """
+    import asyncio
+
+    if base is None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        base = AutoHTTPProtocol
+    detail = f"the request headers did not arrive within {timeout:g}s".encode()
+    timed_out = _TIMED_OUT % (len(detail), detail)
+
+    class HeaderDeadline(base):  # type: ignore[misc, valid-type]
+        header_timeout = timeout
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_started = False
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def data_received(self, data: bytes) -> None:
+            self._head_started = True
+            super().data_received(data)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_head_timer()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_started = False
+            loop = asyncio.get_running_loop()
+            self._head_timer = loop.call_later(self.header_timeout, self._head_deadline)
+
+        def _head_deadline(self) -> None:
+            self._head_timer = None
+            transport = self.transport
+            if transport.is_closing() or transport.get_protocol() is not self:
+                return  # closed, or upgraded to a websocket
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                return  # a request is being served: its head arrived in time
+            if self._head_started:
+                transport.write(timed_out)
+            transport.close()
+
+    return HeaderDeadline
 
 
 def has_body(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -13,7 +13,13 @@ from chutes.chute import Chute
 
 MARKS = Path(os.environ.get("CHUTES_TEST_MARKS", "/tmp"))
 
-chute = Chute(username="test", name="guarded", concurrency=2)
+# GUARDED_LOCKED=1: egress locked, so the namespace mode serves it inside its namespace.
+chute = Chute(
+    username="test",
+    name="guarded",
+    concurrency=2,
+    allow_external_egress=False if os.environ.get("GUARDED_LOCKED") else None,
+)
 
 
 async def released(key: str) -> None:
