@@ -120,7 +120,6 @@ def enter() -> socket.socket:
     _send({"event": "entered", "how": status.how})
     status.startup_egress = _take_way_out()
     _drop_capabilities(ctypes.CDLL(None, use_errno=True))
-    log.info("egress: startup egress through %s", status.startup_egress)
     _forwarder = Forwarder(_relay_path)
     os.environ.update(dict.fromkeys(_PROXY_VARS, _forwarder.url))
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = _NO_PROXY

@@ -42,6 +42,7 @@ ESCAPES = (
     "af_packet",
     "changed_hosts",
     "kept_tunnel",
+    "kept_socket",
 )
 
 
@@ -112,6 +113,7 @@ def test_every_escape_is_refused_after_the_lock(run_chute, test_host) -> None:  
         assert "slirp4netns (routed: " in ready["egress"]["startup_egress"], ready
         assert before["native"] == dict.fromkeys(NATIVE, "connected"), before
         assert before["host_loopback"].startswith("refused"), before
+        assert before["kept_socket"] == "connected", before  # then kept: refused after
     else:
         assert "relay only (slirp4netns is not installed)" in ready["egress"]["startup_egress"]
         assert all(out.startswith("refused") for out in before["native"].values()), before

@@ -225,6 +225,10 @@ async def before_lock(self):
         except httpx.TransportError:
             await asyncio.sleep(0.05)
     self.kept = tunnel()
+    try:  # a plain connection, through slirp4netns where installed, kept for after the lock
+        self.kept_socket = socket.create_connection((HOST, int(PORT)), timeout=3)
+    except OSError:
+        self.kept_socket = None
     self.before = {
         "httpx": via_proxy(f"http://{HOST}:{PORT}/"),
         "curl": shell(f"curl -sf -m 5 -o /dev/null http://{HOST}:{PORT}/"),
@@ -235,6 +239,7 @@ async def before_lock(self):
     self.before["native"] = await asyncio.to_thread(native)
     self.before["native_off_list"] = await asyncio.to_thread(native, OFF_LIST.rsplit(":", 1)[0])
     self.before["host_loopback"] = host_loopback()
+    self.before["kept_socket"] = "connected" if self.kept_socket else "refused"
 
 
 @chute.on_shutdown()
@@ -266,6 +271,7 @@ async def probe(self) -> dict:
         "af_packet": packet_socket,
         "changed_hosts": changed_hosts,
         "kept_tunnel": lambda: kept_tunnel(self.kept),
+        "kept_socket": lambda: kept_tunnel(self.kept_socket) if self.kept_socket else "refused",
     }
     results = {}
     for name, way in ways.items():  # each off the event loop, in a thread of its own
