@@ -18,7 +18,10 @@ EXAMPLES = sorted(p.parent.name for p in ROOT.glob("examples/*/pyproject.toml"))
 COMPANIONS = {"ray": ["-e", "plugins/embeddings[test]"]}
 #: Debian packages a plugin's tests use when present (they skip with a reason without them):
 #: installed, when missing, by a session running as root with apt-get, as CI does (~20 s).
-SYSTEM_PACKAGES = {"audio": ["espeak-ng"]}
+#: slirp4netns gives a namespaced chute's startup its kernel-level way out (docs/egress.md); the
+#: sessions running the egress tests install it (~10 s), and those tests cover both with and without.
+EGRESS_PACKAGES = ["slirp4netns"]
+SYSTEM_PACKAGES = {"audio": ["espeak-ng"], "embeddings": EGRESS_PACKAGES}
 #: Plugins on the serving path; the benchmarks install these (Ray is a deploy target only).
 SERVING_PLUGINS = [name for name in PLUGINS if name != "ray"]
 
@@ -62,6 +65,7 @@ def typecheck(session: nox.Session) -> None:
 def core(session: nox.Session) -> None:
     """The core and runtime suites with no plugin installed."""
     install(session, "-e", ".[test]")
+    _system_packages(session, EGRESS_PACKAGES)
     pytest(session, "tests/core", "tests/runtime", "tests/deploy")
 
 
@@ -87,6 +91,7 @@ def vllm_e2e(session: nox.Session) -> None:
         "python", "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"
     )
     install(session, "-e", ".[test]", "-e", "plugins/vllm[test]", "-e", "plugins/embeddings[test]")
+    _system_packages(session, EGRESS_PACKAGES)
     # The embeddings plugin's engine="vllm" option runs here too, on the same engine.
     pytest(session, "plugins/vllm/tests", "plugins/embeddings/tests/test_vllm_engine.py")
 
@@ -105,6 +110,7 @@ def sglang_args(session: nox.Session) -> None:
 def all_plugins(session: nox.Session) -> None:
     """Every plugin together: the core suite again, and all of them listed without failures."""
     install(session, "-e", ".[test]", *_editables("plugins", PLUGINS))
+    _system_packages(session, EGRESS_PACKAGES)
     env = {**ENV, "CHUTES_EXPECT_PLUGINS": ",".join(_entry_point_names("plugins", PLUGINS))}
     session.run(
         "python",

@@ -74,6 +74,12 @@ class BuildPlan:
         # The seccomp layer's binding (best effort: the image may lack libseccomp),
         # and a user to run as: the namespace mode needs no root (docs/egress.md).
         lines.append("RUN pip install --no-cache-dir 'pyseccomp>=0.1.2' || true")
+        # Startup egress for clients that ignore proxies (best effort: Debian-based images).
+        lines.append(
+            "RUN command -v slirp4netns >/dev/null || (apt-get update -q && DEBIAN_FRONTEND="
+            "noninteractive apt-get install -y -q --no-install-recommends slirp4netns"
+            " && rm -rf /var/lib/apt/lists/*) || true"
+        )
         if not any(d.instruction == "USER" for d in self.image.directives):
             lines.append(
                 "RUN id -u chutes >/dev/null 2>&1 || useradd --create-home --uid 10001 chutes"

@@ -38,6 +38,8 @@ def internal_app(host: Host) -> Starlette:
         report: dict[str, object] = {"locked": egress.is_locked(), "layers": host.egress_layers}
         if netns.status.reason:
             report["netns_unavailable"] = netns.status.reason
+        if netns.status.startup_egress:
+            report["startup_egress"] = netns.status.startup_egress
         return report
 
     async def ready(request: Request) -> Response:

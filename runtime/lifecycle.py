@@ -81,6 +81,8 @@ async def startup(host: Host) -> None:
             )
             if not allowed:
                 egress.prepare()
+                if netns.status.startup_egress:  # until the lock
+                    log.info("egress: startup egress through %s", netns.status.startup_egress)
         chute.hosted = True
         chute.runtime = host
         hooks = sorted(

@@ -5,10 +5,13 @@ public socket, opens the egress :class:`~chutes_runtime.relay.Relay`, and starts
 the host as a child that, before importing anything of the chute, enters a new
 user and network namespace and takes the socket with it. Inside there is only
 loopback: engines talk to the host there, incoming traffic arrives through the
-socket bound outside, and the only way out is the relay, offered to startup as
-``HTTP(S)_PROXY``. At the lock the host asks the supervisor to close the relay,
-waits for the answer, and checks locally (``/proc/self/net``, no packet sent)
-that nothing but loopback is left.
+socket bound outside. The ways out during startup are the relay, offered as
+``HTTP(S)_PROXY``, and, where slirp4netns is installed, a ``tap0`` device it
+drives, routed only to the allowlist (:mod:`chutes_runtime.slirp`). The host
+then drops the capabilities that could change that. At the lock the host asks
+the supervisor to close the relay and stop slirp4netns, waits for the answer,
+and checks locally (``/proc/self/net``, no packet sent) that nothing but
+loopback is left.
 
 Where the kernel refuses an unprivileged user namespace, root makes a bare
 network namespace and drops the capabilities that could leave it. Where neither
@@ -38,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chutes_runtime import egress, seccomp
+from chutes_runtime import egress, seccomp, slirp
 from chutes_runtime.relay import Allowlist, Forwarder, Relay
 
 log = logging.getLogger("chutes.runtime")
@@ -55,9 +58,11 @@ _NO_PROXY = "localhost,127.0.0.1,::1"
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
-# Capabilities a root host without a user namespace gives up: each could leave the namespace.
+# Capabilities the host gives up before importing the chute: each could leave the namespace
+# (or, with CAP_NET_ADMIN and CAP_NET_RAW, change or bypass the startup routes).
 _CAP_NAMES = {
     "CAP_NET_ADMIN": 12,
+    "CAP_NET_RAW": 13,
     "CAP_SYS_MODULE": 16,
     "CAP_SYS_RAWIO": 17,
     "CAP_SYS_PTRACE": 19,
@@ -74,6 +79,8 @@ class Status:
     active: bool = False
     how: str = ""
     reason: str | None = None
+    #: The ways out during startup, in words (``/_chutes/ready`` and the startup log).
+    startup_egress: str = ""
 
 
 status = Status()
@@ -110,11 +117,35 @@ def enter() -> socket.socket:
         _send({"event": "unavailable", "reason": status.reason})
         return listener
     status.active = True
+    _send({"event": "entered", "how": status.how})
+    status.startup_egress = _take_way_out()
+    _drop_capabilities(ctypes.CDLL(None, use_errno=True))
     _forwarder = Forwarder(_relay_path)
     os.environ.update(dict.fromkeys(_PROXY_VARS, _forwarder.url))
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = _NO_PROXY
-    _send({"event": "entered", "how": status.how})
     return listener
+
+
+def _take_way_out() -> str:
+    """Set up the way out the supervisor offers (still privileged in the namespace)."""
+    assert _control is not None
+    _control.settimeout(30)
+    try:
+        with _control.makefile("rb") as replies:
+            reply = json.loads(replies.readline() or b"{}")
+    except (OSError, ValueError) as exc:
+        reply = {"why": f"no answer from the supervisor: {exc}"}
+    _control.settimeout(None)
+    way, why = reply.get("way"), reply.get("why", "no answer from the supervisor")
+    if way:
+        try:
+            slirp.configure(way)
+        except OSError as exc:
+            why = f"slirp4netns could not be set up: {exc}"
+        else:
+            routes = ", ".join(way["routes"])
+            return f"slirp4netns (routed: {routes}) and the HTTP(S)_PROXY relay"
+    return f"the HTTP(S)_PROXY relay only ({why}): clients that ignore proxies have no way out"
 
 
 def hand_back() -> None:
@@ -199,8 +230,7 @@ def _unshare() -> str:
             f"and so was a bare one ({os.strerror(error)})",
         )
     _loopback_up()
-    _drop_capabilities(libc)
-    return "network namespace as root, capabilities dropped"
+    return "network namespace as root"
 
 
 def _write(path: str, text: str) -> None:
@@ -257,6 +287,11 @@ def supervise(ref: str, host: str, port: int, serve_outside: Callable[[socket.so
     relay = Relay(
         os.path.join(workdir, "relay.sock"), Allowlist.parse(os.environ.get(ALLOWLIST_ENV))
     )
+    try:
+        way = slirp.plan(relay.allowlist)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     env = {
         **os.environ,
         _CONTROL_ENV: str(theirs.fileno()),
@@ -274,7 +309,7 @@ def supervise(ref: str, host: str, port: int, serve_outside: Callable[[socket.so
     relay.start()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda number, frame: child.send_signal(number))
-    handed_back = _follow(ours, child, relay)
+    handed_back = _follow(ours, child, relay, way)
     code = child.wait()
     relay.close()
     os.rmdir(workdir)
@@ -287,26 +322,52 @@ def supervise(ref: str, host: str, port: int, serve_outside: Callable[[socket.so
     return code
 
 
-def _follow(control: socket.socket, child: subprocess.Popen[bytes], relay: Relay) -> bool:
+def _follow(
+    control: socket.socket,
+    child: subprocess.Popen[bytes],
+    relay: Relay,
+    way: tuple[dict[str, Any] | None, str],
+) -> bool:
     """Answer the host until it exits; True if it handed the chute back before any lock."""
     namespace: int | None = None
     handed_back = locked = False
+    tool: slirp.Slirp | None = None
+
+    def close_ways_out() -> None:
+        nonlocal tool
+        relay.close()
+        if tool is not None:
+            tool.stop(child.pid)
+            tool = None
+
     with control, control.makefile("rb") as messages:
         for line in messages:
-            event = None
+            message: dict[str, Any] = {}
             with contextlib.suppress(ValueError, AttributeError):
-                event = json.loads(line).get("event")
+                message = dict(json.loads(line))
+            event = message.get("event")
             if event == "entered" and namespace is None:
                 namespace = os.stat(f"/proc/{child.pid}/ns/net").st_ino
+                plan, why = way
+                if plan is not None:
+                    # sandboxed only where the chute is in a user namespace (see slirp.py)
+                    sandbox = os.geteuid() == 0 and message.get("how") == "user namespace"
+                    try:
+                        tool = slirp.Slirp(child.pid, plan, sandbox=sandbox)
+                    except OSError as exc:
+                        plan, why = None, str(exc)
+                reply = {"event": "way out", "way": plan, "why": why}
+                control.sendall(json.dumps(reply).encode() + b"\n")
             elif event == "unavailable":
-                relay.close()
+                close_ways_out()
             elif event == "lock":
-                relay.close()
+                close_ways_out()
                 locked = True
                 control.sendall(b'{"event": "locked"}\n')
             elif event == "allowed" and not locked:
-                relay.close()
+                close_ways_out()
                 handed_back = True
+    close_ways_out()
     child.wait()
     if namespace is not None:
         _sweep(namespace)

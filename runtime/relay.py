@@ -10,8 +10,9 @@ Two halves joined by a Unix socket in a private directory:
 * :class:`Forwarder` runs inside, on the namespace's loopback, so that clients
   can use it as ``HTTP(S)_PROXY`` (the model hub client, pip, curl, httpx).
 
-Clients that ignore proxy settings (a raw ``connect()``) get no way out even
-during startup. The allowlist: comma-separated host names (``hf.co``, or
+Clients that ignore proxy settings (a raw ``connect()``) reach out through
+slirp4netns where it is installed (:mod:`chutes_runtime.slirp`, which enforces
+the allowlist's addresses by routes), and not at all without it. The allowlist: comma-separated host names (``hf.co``, or
 ``.hf.co`` for the domain and its subdomains), addresses and CIDRs.
 """
 

@@ -42,7 +42,10 @@ __all__ = [
 
 EGRESS_TARGET_ENV = "CHUTES_TEST_EGRESS_TARGET"
 PROBE_PATH = "/egress-probe"
-CANDIDATES = ("10.203.147.0/30", "172.31.211.128/30", "192.168.251.248/30", "10.99.231.64/30")
+CANDIDATES = (
+    *("10.203.147.0/30", "172.31.211.128/30", "192.168.251.248/30", "10.99.231.64/30"),
+    *("10.231.7.0/30", "172.29.117.64/30", "192.168.199.252/30", "10.147.91.200/30"),
+)  # several, for suites running side by side
 
 
 class NetnsUnavailable(RuntimeError):

@@ -163,6 +163,7 @@ def test_the_image_runs_as_a_user_and_carries_the_seccomp_binding(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     lines = plan_build("as_user:chute").dockerfile().splitlines()
     assert any("pyseccomp" in line for line in lines)
+    assert any("apt-get install" in line and "slirp4netns" in line for line in lines)
     users = [line for line in lines if line.startswith("USER ")]
     assert users == ["USER chutes"] and lines.index("USER chutes") < len(lines) - 1
     assert lines[-1].startswith("CMD ")

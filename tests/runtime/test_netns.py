@@ -3,14 +3,18 @@
 Needs root (to create the test host's namespace; the chute's own namespace is
 made as root or unprivileged, whichever the machine allows); skips elsewhere.
 No packet goes anywhere but loopback and the test host: the relay refuses a
-target off the allowlist before connecting, and every escape is aimed at the
-test host.
+target off the allowlist before connecting, slirp4netns is routed to the test
+host alone (a target off the list has no route), and every escape is aimed at
+the test host. slirp4netns (Debian's package) is used where installed; without
+it the clients that ignore proxies are checked to be refused before the lock too.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -38,6 +42,7 @@ ESCAPES = (
     "af_packet",
     "changed_hosts",
     "kept_tunnel",
+    "kept_socket",
 )
 
 
@@ -57,33 +62,82 @@ def off_list(target: str) -> str:
     return f"{ipaddress.ip_address(host) - 1}:{port}"
 
 
+NATIVE = (
+    "socket",
+    "ctypes",
+    "bash_dev_tcp",
+    "curl",
+    "fork_execv",
+    "python_isolated",
+    "python_cleared_env",
+    "uvloop",
+)
+
+
+def serve_probe(run_chute, test_host: str, **extra: str):  # noqa: F811
+    """The probe chute, its allowlist the test host alone, with a listener on this machine's
+    loopback that slirp4netns's gateway must not lead to; returns (served, /probe's "before")."""
+    host = test_host.rsplit(":", 1)[0]
+    with socket.create_server(("127.0.0.1", 0)) as machine_loopback:
+        env = {
+            "EGRESS_TARGET": test_host,
+            "EGRESS_OFF_LIST": off_list(test_host),
+            "EGRESS_HOST_LOOPBACK_PORT": str(machine_loopback.getsockname()[1]),
+            "CHUTES_EGRESS_STARTUP_ALLOW": f"{host}/32",
+            "CHUTES_EGRESS_ISOLATION": "require",
+            **extra,
+        }
+        served = run_chute("netns_probe:chute", env=env)
+        ready = httpx.get(f"{served.url}/_chutes/ready").json()
+    return served, ready
+
+
 @pytest.mark.netns
 def test_every_escape_is_refused_after_the_lock(run_chute, test_host) -> None:  # noqa: F811
-    host = test_host.rsplit(":", 1)[0]
-    env = {
-        "EGRESS_TARGET": test_host,
-        "EGRESS_OFF_LIST": off_list(test_host),
-        "CHUTES_EGRESS_STARTUP_ALLOW": f"{host}/32",
-        "CHUTES_EGRESS_ISOLATION": "require",
-    }
-    served = run_chute("netns_probe:chute", env=env)
-    ready = httpx.get(f"{served.url}/_chutes/ready").json()
+    served, ready = serve_probe(run_chute, test_host)
     layers = ["netns", "seccomp", "audit"] if seccomp_available() else ["netns", "audit"]
-    assert ready["egress"] == {"locked": True, "layers": layers}, ready
+    egress = {k: v for k, v in ready["egress"].items() if k != "startup_egress"}
+    assert egress == {"locked": True, "layers": layers}, ready
     assert "egress locked; layers: " + ", ".join(layers) in served.log
     models = httpx.get(f"{served.url}/v1/models", headers={"authorization": "Bearer k"})
     assert models.json()["data"][0]["id"] == "m", models.text  # the engine, after the lock
     result = httpx.get(f"{served.url}/probe", timeout=300).json()
+    before = result["before"]
     # Before the lock, proxy clients reach the test host through the relay, on the list only.
-    assert result["before"]["httpx"] == "connected", result["before"]
-    assert result["before"]["curl"] == "connected", result["before"]
-    assert result["before"]["kept"] == "connected", result["before"]
-    assert result["before"]["off_list"].startswith("refused: 403"), result["before"]
+    assert before["httpx"] == "connected", before
+    assert before["curl"] == "connected", before
+    assert before["kept"] == "connected", before
+    assert before["off_list"].startswith("refused: 403"), before
+    # Clients that ignore proxies: through slirp4netns where installed, routed to the list only.
+    if shutil.which("slirp4netns"):
+        assert "slirp4netns (routed: " in ready["egress"]["startup_egress"], ready
+        assert before["native"] == dict.fromkeys(NATIVE, "connected"), before
+        assert before["host_loopback"].startswith("refused"), before
+        assert before["kept_socket"] == "connected", before  # then kept: refused after
+    else:
+        assert "relay only (slirp4netns is not installed)" in ready["egress"]["startup_egress"]
+        assert all(out.startswith("refused") for out in before["native"].values()), before
+    assert set(before["native_off_list"]) == set(NATIVE)
+    reached = {k: v for k, v in before["native_off_list"].items() if not v.startswith("refused")}
+    assert not reached, before["native_off_list"]
     assert set(result["after"]) == set(ESCAPES)
     escaped = {way: out for way, out in result["after"].items() if not out.startswith("refused")}
     assert not escaped, escaped
     metrics = httpx.get(f"{served.url}/_chutes/metrics").text
     assert 'chutes_egress_layer{layer="netns"} 1.0' in metrics
+
+
+@pytest.mark.netns
+def test_relay_only_startup_says_so(run_chute, test_host) -> None:  # noqa: F811
+    """Without slirp4netns (simulated) startup egress is the relay only, and the host says so."""
+    served, ready = serve_probe(run_chute, test_host, CHUTES_EGRESS_STARTUP_NET="relay")
+    startup = ready["egress"]["startup_egress"]
+    assert startup.startswith("the HTTP(S)_PROXY relay only (CHUTES_EGRESS_STARTUP_NET=relay)")
+    assert "egress: startup egress through the HTTP(S)_PROXY relay only" in served.log
+    assert "netns" in ready["egress"]["layers"], ready
+    before = httpx.get(f"{served.url}/probe", timeout=300).json()["before"]
+    assert before["httpx"] == "connected", before
+    assert all(out.startswith("refused") for out in before["native"].values()), before
 
 
 @pytest.mark.netns

@@ -172,6 +172,7 @@ def test_a_client_that_goes_away_costs_no_more_compute(server) -> None:
 def test_served_in_its_own_network_namespace_where_the_machine_allows(server) -> None:
     """`chutes run` puts a locked chute in its own network namespace (as root here; CI runs as root)."""
     import os
+    import shutil
 
     import httpx
 
@@ -179,6 +180,8 @@ def test_served_in_its_own_network_namespace_where_the_machine_allows(server) ->
     assert egress["locked"] is True and egress["layers"][-1] == "audit", egress
     if os.geteuid() == 0:
         assert egress["layers"][0] == "netns", egress
+        if shutil.which("slirp4netns"):  # startup egress for every client, not proxies only
+            assert egress["startup_egress"].startswith("slirp4netns (routed: 0.0.0.0/0)"), egress
 
 
 def test_the_template_locks_egress_after_startup(tmp_path, minilm) -> None:

@@ -1,9 +1,12 @@
 """Tries every known way around the egress lock, before it and after (target in EGRESS_TARGET).
 
 Served with ``chutes run`` in the namespace mode. Startup reaches the target
-through the relay (proxy clients), keeps one tunnel open, checks that a target
-off the allowlist (EGRESS_OFF_LIST) is refused, and starts the stand-in engine
-on the namespace's loopback. ``/probe`` then tries each escape.
+through the relay (proxy clients), keeps one tunnel open, tries the clients
+that ignore proxies (through slirp4netns, where installed), checks that a
+target off the allowlist (EGRESS_OFF_LIST) is refused either way and that
+slirp4netns's gateway does not lead to the machine's loopback
+(EGRESS_HOST_LOOPBACK_PORT), and starts the stand-in engine on the namespace's
+loopback. ``/probe`` then tries each escape.
 """
 
 import asyncio
@@ -66,11 +69,11 @@ def python_child(*flags: str, env=None, host: str = HOST) -> str:
     return run([sys.executable, *flags, "-c", CONNECT, host], env=env)
 
 
-def ctypes_connect() -> str:
+def ctypes_connect(host: str = HOST, port: int = int(PORT)) -> str:
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
-    address = socket.inet_aton(HOST)
-    sockaddr = (ctypes.c_ubyte * 16)(2, 0, *int(PORT).to_bytes(2, "big"), *address)
+    address = socket.inet_aton(host)
+    sockaddr = (ctypes.c_ubyte * 16)(2, 0, *port.to_bytes(2, "big"), *address)
     result = libc.connect(fd, sockaddr, 16)
     error = ctypes.get_errno()
     os.close(fd)
@@ -81,10 +84,10 @@ def shell(line: str) -> str:
     return run(["bash", "-c", f"{line} && echo connected || echo refused"])
 
 
-def fork_execv() -> str:
+def fork_execv(host: str = HOST) -> str:
     pid = os.fork()
     if pid == 0:
-        os.execv("/bin/bash", ["bash", "-c", f"exec 3<>/dev/tcp/{HOST}/{PORT}"])
+        os.execv("/bin/bash", ["bash", "-c", f"exec 3<>/dev/tcp/{host}/{PORT}"])
     _, status = os.waitpid(pid, 0)
     return "connected" if os.waitstatus_to_exitcode(status) == 0 else "refused"
 
@@ -104,12 +107,12 @@ def reopened_file() -> str:
         os.unlink(os.environ[egress.OPEN_ENV])
 
 
-def uvloop_connect() -> str:
+def uvloop_connect(host: str = HOST) -> str:
     import uvloop
 
     loop = uvloop.new_event_loop()
     try:
-        loop.run_until_complete(asyncio.wait_for(asyncio.open_connection(HOST, int(PORT)), 3))
+        loop.run_until_complete(asyncio.wait_for(asyncio.open_connection(host, int(PORT)), 3))
         return "connected"
     except Exception as exc:
         return f"refused: {type(exc).__name__}: {exc}"
@@ -166,6 +169,32 @@ def tunnel() -> socket.socket:
     return sock
 
 
+def native(host: str = HOST) -> dict[str, str]:
+    """The clients that ignore proxy settings (slirp4netns is their way out before the lock)."""
+    return {
+        "socket": python_child(host=host),
+        "ctypes": ctypes_connect(host),
+        "bash_dev_tcp": shell(f"exec 3<>/dev/tcp/{host}/{PORT}"),
+        "curl": shell(f"curl -sf -m 3 --noproxy '*' -o /dev/null http://{host}:{PORT}/"),
+        "fork_execv": fork_execv(host),
+        "python_isolated": python_child("-I", "-S", "-E", host=host),
+        "python_cleared_env": python_child(env={}, host=host),
+        "uvloop": uvloop_connect(host),
+    }
+
+
+def host_loopback() -> str:
+    """slirp4netns's gateway stands for the machine's 127.0.0.1 unless told not to."""
+    from chutes_runtime import netns
+
+    if "slirp4netns" not in netns.status.startup_egress:
+        return "refused: no slirp4netns"
+    with open("/proc/self/net/route") as routes:  # Iface Destination Gateway ...
+        gateways = {line.split()[2] for line in routes.readlines()[1:]} - {"00000000"}
+    gateway = socket.inet_ntoa(int(gateways.pop(), 16).to_bytes(4, "little"))
+    return ctypes_connect(gateway, int(os.environ["EGRESS_HOST_LOOPBACK_PORT"]))
+
+
 def via_proxy(url: str) -> str:
     try:
         status = httpx.get(url, timeout=5).status_code
@@ -196,12 +225,21 @@ async def before_lock(self):
         except httpx.TransportError:
             await asyncio.sleep(0.05)
     self.kept = tunnel()
+    try:  # a plain connection, through slirp4netns where installed, kept for after the lock
+        self.kept_socket = socket.create_connection((HOST, int(PORT)), timeout=3)
+    except OSError:
+        self.kept_socket = None
     self.before = {
         "httpx": via_proxy(f"http://{HOST}:{PORT}/"),
         "curl": shell(f"curl -sf -m 5 -o /dev/null http://{HOST}:{PORT}/"),
         "off_list": via_proxy(f"http://{OFF_LIST}/"),
         "kept": kept_tunnel(tunnel()),
     }
+    # off the event loop: uvloop runs a loop of its own
+    self.before["native"] = await asyncio.to_thread(native)
+    self.before["native_off_list"] = await asyncio.to_thread(native, OFF_LIST.rsplit(":", 1)[0])
+    self.before["host_loopback"] = host_loopback()
+    self.before["kept_socket"] = "connected" if self.kept_socket else "refused"
 
 
 @chute.on_shutdown()
@@ -233,6 +271,7 @@ async def probe(self) -> dict:
         "af_packet": packet_socket,
         "changed_hosts": changed_hosts,
         "kept_tunnel": lambda: kept_tunnel(self.kept),
+        "kept_socket": lambda: kept_tunnel(self.kept_socket) if self.kept_socket else "refused",
     }
     results = {}
     for name, way in ways.items():  # each off the event loop, in a thread of its own
