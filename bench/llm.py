@@ -16,7 +16,9 @@ reach its engine directly).
 
 ``--egress-layers``: the engine alone, started twice side by side, once with
 the audit hook that a locked chute puts into its Python children (through the
-runtime's ``sitecustomize``), once without, alternated the same way.
+runtime's ``sitecustomize``), once without, alternated the same way; then the
+hook's cost taken apart, events per token times time per event
+(:mod:`bench.audit_cost`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ class Window:
     tokens: int = 0
     seconds: float = 0.0
     ttft: list[float] = field(default_factory=list)
+    #: Tokens received in all, the window's and those of the requests it cut.
+    received: int = 0
+    #: CPU seconds the chute's host spent meanwhile (``None``: not a chute).
+    host_cpu: float | None = None
 
     @property
     def rate(self) -> float:
@@ -87,6 +93,7 @@ async def _stream(session, url: str, body: bytes, window: Window, start: float, 
                             window.ttft.append((now - sent) * 1000)
                     if start <= now <= end:
                         window.tokens += generated - tokens
+                    window.received += generated - tokens
                     tokens = generated
 
 
@@ -126,6 +133,13 @@ class Target:
     url: str
     netns: str | None = None
     key: str | None = None
+    #: The serving host's process, whose CPU time is taken (a chute).
+    host: int | None = None
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(target: Target, model: str, streams: int, seconds: float = SECONDS) -> Window:
@@ -135,11 +149,18 @@ def measure(target: Target, model: str, streams: int, seconds: float = SECONDS) 
     if target.netns is not None:
         command = ["nsenter", f"--net={target.netns}", *command]
     env = {**os.environ, "BENCH_LLM_KEY": target.key or ""}
+    cpu = _cpu_seconds(target.host) if target.host else 0.0
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"measuring {target.url} failed:\n{done.stderr[-3000:]}")
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    return Window(tokens=seen["tokens"], seconds=seconds, ttft=seen["ttft"])
+    return Window(
+        tokens=seen["tokens"],
+        seconds=seconds,
+        ttft=seen["ttft"],
+        received=seen.get("received", 0),
+        host_cpu=_cpu_seconds(target.host) - cpu if target.host else None,
+    )
 
 
 def _load(argv: list[str]) -> None:
@@ -148,7 +169,7 @@ def _load(argv: list[str]) -> None:
     window = asyncio.run(
         _measure(f"{url}/v1/chat/completions", model, int(streams), float(seconds))
     )
-    print(json.dumps({"tokens": window.tokens, "ttft": window.ttft}))
+    print(json.dumps({"tokens": window.tokens, "ttft": window.ttft, "received": window.received}))
 
 
 def _descendants(pid: int) -> list[int]:
@@ -196,7 +217,18 @@ def vllm_chute(
     env.update(extra_env or {})
     with run_chute(ref, cwd=workdir, env=env, ready_timeout=900) as running:
         netns, key = chute_engine(running.process.pid)
-        yield Target(running.url), Target(f"http://127.0.0.1:{ENGINE_PORT}", netns, key)
+        host = _serving_host(running.process.pid)
+        engine = Target(f"http://127.0.0.1:{ENGINE_PORT}", netns, key)
+        yield Target(running.url, host=host), engine
+
+
+def _serving_host(supervisor: int) -> int:
+    """The process serving the chute: the one in the namespace, else the supervisor itself."""
+    for pid in _descendants(supervisor):
+        with contextlib.suppress(OSError):
+            if b"serve_ref" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    return supervisor
 
 
 def engine_command(model: str, port: int) -> list[str]:
@@ -251,6 +283,8 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
             for name, ws in by_name.items()
         }
         per_round = [a.rate / b.rate for a, b in zip(by_name[ours], by_name[base], strict=True)]
+        cpu = [w.host_cpu / w.received * 1e6 for w in by_name[ours] if w.host_cpu and w.received]
+        ratios[f"c{streams}_host_cpu_us_per_token"] = statistics.median(cpu) if cpu else 0.0
         ratio = rate[ours] / rate[base]
         ratios[f"c{streams}_tokens_ratio"] = ratio
         ratios[f"c{streams}_ttft_added_ms"] = ttft[ours] - ttft[base]
@@ -264,6 +298,7 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
                 f"{ttft[base]:.1f}",
                 f"{ttft[ours]:.1f}",
                 f"{ttft[ours] - ttft[base]:+.1f}",
+                f"{statistics.median(cpu):.0f}" if cpu else "-",
             ]
         )
     print(
@@ -277,6 +312,7 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
                 f"{base} TTFT p50 ms",
                 f"{ours} TTFT p50 ms",
                 "added ms",
+                "host CPU µs/token",
             ],
             rows,
         )
@@ -328,41 +364,47 @@ def run(
 
 
 def _egress_layers(workdir: Path, model: str, rounds: int) -> dict[str, float]:
+    """Side by side with and without the hook (``rounds`` of them; 0 skips it), then
+    the hook's cost taken apart (:mod:`bench.audit_cost`), which resolves far below 2%."""
+    from bench import audit_cost
     from chutes_runtime import egress
 
-    hooked_port, plain_port = free_port(), free_port()
-    # What egress.prepare() gives an engine a chute starts: the sitecustomize on the
-    # path and a file that exists until the lock, removed once the engine is ready.
-    open_file = workdir / "egress-open"
-    open_file.touch()
-    locked = {
-        "PYTHONPATH": os.pathsep.join([egress.SITE_DIR, os.environ.get("PYTHONPATH", "")]),
-        egress.OPEN_ENV: str(open_file),
-    }
-    with contextlib.ExitStack() as stack:
-        for port, extra in ((hooked_port, locked), (plain_port, {})):
-            stack.enter_context(
-                server(
-                    engine_command(model, port),
-                    f"http://127.0.0.1:{port}/v1/models",
-                    cwd=workdir,
-                    env={**engine_env(workdir), **extra},
-                )
-            )
-        open_file.unlink()  # the lock
-        targets = {
-            "no hook": Target(f"http://127.0.0.1:{plain_port}"),
-            "audit hook": Target(f"http://127.0.0.1:{hooked_port}"),
+    ratios: dict[str, float] = {}
+    if rounds:
+        hooked_port, plain_port = free_port(), free_port()
+        # What egress.prepare() gives an engine a chute starts: the sitecustomize on the
+        # path and a file that exists until the lock, removed once the engine is ready.
+        open_file = workdir / "egress-open"
+        open_file.touch()
+        locked = {
+            "PYTHONPATH": os.pathsep.join([egress.SITE_DIR, os.environ.get("PYTHONPATH", "")]),
+            egress.OPEN_ENV: str(open_file),
         }
-        seen = alternate(targets, model, rounds)
-    ratios = report(seen, "audit hook", "no hook")
-    print(
-        "egress layer ratios: "
-        + "; ".join(
-            f"c={n} tokens/s with the audit hook {ratios[f'c{n}_tokens_ratio']:.3f}x without"
-            for n in STREAMS
+        with contextlib.ExitStack() as stack:
+            for port, extra in ((hooked_port, locked), (plain_port, {})):
+                stack.enter_context(
+                    server(
+                        engine_command(model, port),
+                        f"http://127.0.0.1:{port}/v1/models",
+                        cwd=workdir,
+                        env={**engine_env(workdir), **extra},
+                    )
+                )
+            open_file.unlink()  # the lock
+            targets = {
+                "no hook": Target(f"http://127.0.0.1:{plain_port}"),
+                "audit hook": Target(f"http://127.0.0.1:{hooked_port}"),
+            }
+            seen = alternate(targets, model, rounds)
+        ratios = report(seen, "audit hook", "no hook")
+        print(
+            "egress layer ratios: "
+            + "; ".join(
+                f"c={n} tokens/s with the audit hook {ratios[f'c{n}_tokens_ratio']:.3f}x without"
+                for n in STREAMS
+            )
         )
-    )
+    ratios.update(audit_cost.run(workdir, model, STREAMS, SECONDS))
     return ratios
 
 
