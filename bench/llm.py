@@ -1,4 +1,4 @@
-"""Figure 5: a real engine's streaming tokens/s and time to first token, through a chute and direct.
+"""Figure 6: a real engine's streaming tokens/s and time to first token, through a chute and direct.
 
 A vLLM (CPU build) chute made by the vllm plugin's template, served by ``chutes
 run`` as the vllm_e2e tests do, with a tiny random Llama built on the spot
@@ -19,6 +19,9 @@ the audit hook that a locked chute puts into its Python children (through the
 runtime's ``sitecustomize``), once without, alternated the same way; then the
 hook's cost taken apart, events per token times time per event
 (:mod:`bench.audit_cost`).
+
+Past 400 lines on purpose: the load generator (run as ``python -m bench.llm``
+inside the chute's namespace) is kept beside the figure it serves.
 """
 
 from __future__ import annotations
