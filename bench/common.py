@@ -24,6 +24,17 @@ from chutes_testing.running import free_port as free_port  # for the figures
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 PYTHON = sys.executable
+#: A directory of packages (an earlier commit's ``chutes_runtime`` and the rest) put first
+#: on ``PYTHONPATH`` for a second chute measured alongside, named "..., before".
+BEFORE = os.environ.get("BENCH_BEFORE") or None
+#: ``BENCH_PEERS=0``: leave out the peers (LitServe, BentoML, nginx, signed requests).
+PEERS = os.environ.get("BENCH_PEERS", "1") != "0"
+
+
+def before_env() -> dict[str, str]:
+    """The environment of the "before" chute (see :data:`BEFORE`)."""
+    assert BEFORE is not None
+    return {"PYTHONPATH": str(Path(BEFORE).resolve())}
 
 
 def wait_until(

@@ -18,7 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import APPS, PYTHON, Samples, free_port, server, table, wrk
+from bench.common import (
+    APPS,
+    BEFORE,
+    PEERS,
+    PYTHON,
+    Samples,
+    before_env,
+    free_port,
+    server,
+    table,
+    wrk,
+)
 
 ROUNDS = 5
 SECONDS = 4
@@ -26,8 +37,8 @@ SECONDS = 4
 SIGNED_REQUESTS = 20000
 
 
-def systems() -> dict[str, tuple[list[str], str, str]]:
-    """name -> (command, ready URL, load URL); ports are picked now."""
+def systems() -> dict[str, tuple[list[str], str, str, dict[str, str]]]:
+    """name -> (command, ready URL, load URL, environment); ports are picked now."""
     chosen = {}
     port = free_port()
     chosen["bare FastAPI"] = (
@@ -44,18 +55,24 @@ def systems() -> dict[str, tuple[list[str], str, str]]:
         ],
         f"http://127.0.0.1:{port}/docs",
         f"http://127.0.0.1:{port}/echo",
+        {},
     )
-    port = free_port()
-    chosen["chutes"] = (
-        [PYTHON, "-m", "chutes_cli", "run", "trivial:chute", "--port", str(port)],
-        f"http://127.0.0.1:{port}/_chutes/ready",
-        f"http://127.0.0.1:{port}/echo",
-    )
+    for name, env in [("chutes", {})] + ([("chutes, before", before_env())] if BEFORE else []):
+        port = free_port()
+        chosen[name] = (
+            [PYTHON, "-m", "chutes_cli", "run", "trivial:chute", "--port", str(port)],
+            f"http://127.0.0.1:{port}/_chutes/ready",
+            f"http://127.0.0.1:{port}/echo",
+            env,
+        )
+    if not PEERS:
+        return chosen
     port = free_port()
     chosen["LitServe"] = (
         [PYTHON, "lit.py", str(port)],
         f"http://127.0.0.1:{port}/health",
         f"http://127.0.0.1:{port}/echo",
+        {},
     )
     port = free_port()
     chosen["BentoML"] = (
@@ -72,6 +89,7 @@ def systems() -> dict[str, tuple[list[str], str, str]]:
         ],
         f"http://127.0.0.1:{port}/readyz",
         f"http://127.0.0.1:{port}/echo",
+        {},
     )
     return chosen
 
@@ -82,8 +100,8 @@ def run() -> dict[str, float]:
     # One server at a time (some peers busy-poll and would slow the others down),
     # in alternation across rounds so noise hits every system alike.
     for _ in range(ROUNDS):
-        for name, (command, ready, url) in chosen.items():
-            with server(command, ready):
+        for name, (command, ready, url, env) in chosen.items():
+            with server(command, ready, env=env):
                 wrk(url, connections=8, seconds=1, script=APPS / "post.lua")  # warm up
                 low.add(name, wrk(url, connections=1, seconds=SECONDS, script=APPS / "post.lua"))
                 high.add(name, wrk(url, connections=32, seconds=SECONDS, script=APPS / "post.lua"))
@@ -122,17 +140,36 @@ def run() -> dict[str, float]:
         "p50_c32": chutes32.p50 / bare32.p50,
         "rps_c1": chutes1.rps / bare1.rps,
         "rps_c32": chutes32.rps / bare32.rps,
-        "vs_litserve_c32": chutes32.rps / high.median("LitServe").rps,
-        "vs_bentoml_c32": chutes32.rps / high.median("BentoML").rps,
     }
+    for name in [n for n in chosen if n.startswith("chutes")]:
+        one, many = low.median(name), high.median(name)
+        print(
+            f"overhead ratios ({name} / bare FastAPI): "
+            f"p50 c=1 {one.p50 / bare1.p50:.2f}x, p50 c=32 {many.p50 / bare32.p50:.2f}x, "
+            f"throughput c=1 {one.rps / bare1.rps:.2f}x, c=32 {many.rps / bare32.rps:.2f}x"
+        )
+    print("  per round, chutes / bare FastAPI throughput: " + spread(low, high, "chutes"))
+    if not PEERS:
+        return ratios
+    ratios["vs_litserve_c32"] = chutes32.rps / high.median("LitServe").rps
+    ratios["vs_bentoml_c32"] = chutes32.rps / high.median("BentoML").rps
     print(
-        "overhead ratios (chutes / bare FastAPI): "
-        f"p50 c=1 {ratios['p50_c1']:.2f}x, p50 c=32 {ratios['p50_c32']:.2f}x, "
-        f"throughput c=1 {ratios['rps_c1']:.2f}x, c=32 {ratios['rps_c32']:.2f}x; "
-        f"throughput vs LitServe {ratios['vs_litserve_c32']:.2f}x, vs BentoML {ratios['vs_bentoml_c32']:.2f}x"
+        f"throughput vs LitServe {ratios['vs_litserve_c32']:.2f}x, "
+        f"vs BentoML {ratios['vs_bentoml_c32']:.2f}x"
     )
     ratios["signed_added_us"] = signed()
     return ratios
+
+
+def spread(low: Samples, high: Samples, name: str, base: str = "bare FastAPI") -> str:
+    """The lowest and highest per-round ratios of ``name`` to ``base`` (c=1, c=32)."""
+    parts = []
+    for label, samples in (("c=1", low), ("c=32", high)):
+        ratios = [
+            a.rps / b.rps for a, b in zip(samples.runs[name], samples.runs[base], strict=True)
+        ]
+        parts.append(f"{label} {min(ratios):.2f}-{max(ratios):.2f}")
+    return ", ".join(parts)
 
 
 def presign(url: str, count: int, key_id: str, private_key: str, path: Path) -> None:

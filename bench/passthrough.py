@@ -11,7 +11,18 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import APPS, PYTHON, Samples, free_port, server, table, wrk
+from bench.common import (
+    APPS,
+    BEFORE,
+    PEERS,
+    PYTHON,
+    Samples,
+    before_env,
+    free_port,
+    server,
+    table,
+    wrk,
+)
 
 ROUNDS = 5
 SECONDS = 4
@@ -60,51 +71,56 @@ def ttfb(url: str, count: int) -> list[float]:
 
 
 def run() -> dict[str, float]:
-    if shutil.which("nginx") is None:
-        raise RuntimeError("nginx is not installed (apt-get install nginx)")
-    upstream_port, chute_port, nginx_port = free_port(), free_port(), free_port()
-    urls = {
-        "direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
-        "chutes passthrough": f"http://127.0.0.1:{chute_port}/v1/chat/completions",
-        "nginx proxy_pass": f"http://127.0.0.1:{nginx_port}/v1/chat/completions",
-    }
+    if PEERS and shutil.which("nginx") is None:
+        raise RuntimeError("nginx is not installed (apt-get install nginx; or BENCH_PEERS=0)")
+    upstream_port, nginx_port = free_port(), free_port()
+    chutes = {"chutes passthrough": {}}
+    if BEFORE:
+        chutes["chutes passthrough, before"] = before_env()
+    ports = {name: free_port() for name in chutes}
+    urls = {"direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions"}
+    urls.update({name: f"http://127.0.0.1:{ports[name]}/v1/chat/completions" for name in chutes})
+    if PEERS:
+        urls["nginx proxy_pass"] = f"http://127.0.0.1:{nginx_port}/v1/chat/completions"
     low, high = Samples(), Samples()
     first_bytes: dict[str, list[float]] = {name: [] for name in urls}
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-nginx-")))
-        conf = workdir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=nginx_port))
         stack.enter_context(
             server(
                 [PYTHON, "upstream.py", str(upstream_port)],
                 f"http://127.0.0.1:{upstream_port}/v1/models",
             )
         )
-        stack.enter_context(
-            server(
-                [
-                    PYTHON,
-                    "-m",
-                    "chutes_cli",
-                    "run",
-                    "forward:chute",
-                    "--port",
-                    str(chute_port),
-                ],
-                f"http://127.0.0.1:{chute_port}/_chutes/ready",
-                env={"UPSTREAM_PORT": str(upstream_port)},
+        for name, env in chutes.items():
+            stack.enter_context(
+                server(
+                    [
+                        PYTHON,
+                        "-m",
+                        "chutes_cli",
+                        "run",
+                        "forward:chute",
+                        "--port",
+                        str(ports[name]),
+                    ],
+                    f"http://127.0.0.1:{ports[name]}/_chutes/ready",
+                    env={"UPSTREAM_PORT": str(upstream_port), **env},
+                )
             )
-        )
-        stack.enter_context(
-            server(
-                ["nginx", "-c", str(conf), "-p", str(workdir)],
-                f"http://127.0.0.1:{nginx_port}/v1/models",
+        if PEERS:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-nginx-")))
+            conf = workdir / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(dir=workdir, upstream=upstream_port, port=nginx_port))
+            stack.enter_context(
+                server(
+                    ["nginx", "-c", str(conf), "-p", str(workdir)],
+                    f"http://127.0.0.1:{nginx_port}/v1/models",
+                )
             )
-        )
         for url in urls.values():
             wrk(url, connections=8, seconds=1, script=APPS / "chat.lua")
-        for _ in range(ROUNDS):
-            for name, url in urls.items():
+        for index in range(ROUNDS):
+            for name, url in urls.items() if index % 2 == 0 else reversed(urls.items()):
                 low.add(name, wrk(url, connections=1, seconds=SECONDS, script=APPS / "chat.lua"))
                 high.add(name, wrk(url, connections=32, seconds=SECONDS, script=APPS / "chat.lua"))
                 first_bytes[name] += ttfb(url, STREAMS // ROUNDS)
@@ -139,17 +155,34 @@ def run() -> dict[str, float]:
             rows,
         )
     )
-    chutes1, nginx1 = low.median("chutes passthrough"), low.median("nginx proxy_pass")
-    ratios = {
-        "throughput_vs_direct": high.median("chutes passthrough").rps / direct32.rps,
-        "nginx_throughput_vs_direct": high.median("nginx proxy_pass").rps / direct32.rps,
-        "added_ttfb_ms": statistics.median(first_bytes["chutes passthrough"]) - direct_ttfb,
-        "added_latency_vs_nginx": (chutes1.p50 - direct1.p50) / max(nginx1.p50 - direct1.p50, 1e-3),
-    }
-    print(
-        "passthrough ratios: throughput "
-        f"{ratios['throughput_vs_direct']:.2f}x direct (nginx {ratios['nginx_throughput_vs_direct']:.2f}x); "
-        f"SSE added TTFB p50 {ratios['added_ttfb_ms']:.2f} ms; "
-        f"added latency {ratios['added_latency_vs_nginx']:.2f}x nginx's"
-    )
+    ratios = {}
+    for name in chutes:
+        one, many = low.median(name), high.median(name)
+        found = {
+            "throughput_vs_direct": many.rps / direct32.rps,
+            "added_ttfb_ms": statistics.median(first_bytes[name]) - direct_ttfb,
+            "added_latency_ms": one.p50 - direct1.p50,
+        }
+        per_round = [
+            a.rps / b.rps for a, b in zip(high.runs[name], high.runs["direct"], strict=True)
+        ]
+        line = (
+            f"passthrough ratios ({name}): throughput {found['throughput_vs_direct']:.2f}x "
+            f"direct (per round {min(per_round):.2f}-{max(per_round):.2f}); "
+            f"SSE added TTFB p50 {found['added_ttfb_ms']:.2f} ms; "
+            f"added p50 at c=1 {found['added_latency_ms']:+.3f} ms"
+        )
+        if PEERS:
+            nginx1, nginx32 = low.median("nginx proxy_pass"), high.median("nginx proxy_pass")
+            found["nginx_throughput_vs_direct"] = nginx32.rps / direct32.rps
+            found["added_latency_vs_nginx"] = found["added_latency_ms"] / max(
+                nginx1.p50 - direct1.p50, 1e-3
+            )
+            line += (
+                f", {found['added_latency_vs_nginx']:.2f}x nginx's; "
+                f"nginx throughput {found['nginx_throughput_vs_direct']:.2f}x direct"
+            )
+        print(line)
+        if name == "chutes passthrough":
+            ratios = found
     return ratios

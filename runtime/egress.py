@@ -17,8 +17,9 @@ Layers (see ``docs/egress.md``), outermost first:
 The audit layer alone does not cover native code (ctypes, C extensions,
 non-Python binaries, uvloop), Python started with ``-I``/``-S``/``-E`` or a
 cleared environment, or sockets opened before the lock: only the namespace
-layer covers those. The host serves a locked chute on asyncio's own event loop,
-not uvloop, whose connections are made in C without audit events.
+layer covers those. Without that layer the host serves a locked chute on
+asyncio's own event loop, not uvloop, whose connections are made in C without
+audit events.
 
 The lock is one-way in a serving process: :func:`lock` adds a hook that holds no
 state a chute could write (everything it uses is bound when it is made) and that

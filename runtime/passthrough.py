@@ -18,12 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from chutes_core.passthrough import UpstreamRequest
 from chutes_runtime import logs
@@ -170,7 +169,11 @@ class Forwarder:
     ) -> Response:
         import aiohttp
 
-        headers = {k: v for k, v in request.headers.items() if k not in HOP_BY_HOP}
+        headers = {}
+        for raw_name, raw_value in request.scope["headers"]:
+            name = raw_name.decode("latin-1")
+            if name not in HOP_BY_HOP:
+                headers[name] = raw_value.decode("latin-1")
         # Otherwise the client library would ask for gzip the caller never asked for.
         headers.setdefault("accept-encoding", "identity")
         headers.update(added)  # the client's own authorization never reaches the engine
@@ -180,17 +183,18 @@ class Forwarder:
         )
         if self._adjust is not None:
             self._adjust(self.chute, cord, upstream)
-        has_body = upstream.method not in ("GET", "HEAD") and (
-            "content-length" in headers or "transfer-encoding" in request.headers
-        )
-        if not has_body:
-            upstream.headers.pop("content-length", None)
+        # The host has read the whole body already (within its limits): handing it over
+        # as bytes sends it with the request head in one write, with its length.
+        body = None
+        if upstream.method not in ("GET", "HEAD"):
+            body = await request.body()
+        upstream.headers.pop("content-length", None)
         try:
             response = await self.session.request(
                 upstream.method,
                 upstream.url,
                 headers=upstream.headers,
-                data=request.stream() if has_body else None,
+                data=body or None,
                 allow_redirects=False,
                 timeout=self._timeout(cord),
             )
@@ -201,6 +205,7 @@ class Forwarder:
             return _unavailable(504, cord, upstream, exc)
         except aiohttp.ClientError as exc:
             return _unavailable(502, cord, upstream, exc)
+        # The engine's headers as sent, repeated ones (Set-Cookie) included.
         raw_headers = [
             (name.lower(), value)
             for name, value in response.raw_headers
@@ -209,32 +214,58 @@ class Forwarder:
         length = response.content_length
         if length is not None and length <= SMALL_BODY:
             try:
-                body = await response.read()
+                whole = await response.read()
             finally:
                 response.release()
-            relayed = Response(body, status_code=response.status)
+            return Relayed(response.status, raw_headers, whole)
+        return Relayed(response.status, raw_headers, upstream=response)
+
+
+class Relayed(Response):
+    """The engine's answer, straight onto ASGI: the head as the engine sent it, then
+    its body in one piece, or each read from the engine as it comes (an SSE event as
+    soon as it is there; whatever arrived meanwhile goes out in one write).
+
+    Leaner than Starlette's ``StreamingResponse`` (no task group, no watcher of its
+    own): the host's watcher (:mod:`chutes_runtime.disconnect`) cancels a request
+    whose client left, and the upstream connection is then closed, so the engine
+    stops too.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes = b"",
+        upstream: aiohttp.ClientResponse | None = None,
+    ) -> None:
+        self.status_code = status
+        self.raw_headers = raw_headers
+        self.body = body
+        self.upstream = upstream
+        self.background = None  # FastAPI may attach its background tasks
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        upstream = self.upstream
+        if upstream is None:
+            await send({"type": "http.response.body", "body": self.body})
         else:
-            relayed = StreamingResponse(
-                _relay(response),
-                status_code=response.status,
-                background=BackgroundTask(_close, response),
-            )
-        # The engine's headers as sent, repeated ones (Set-Cookie) included.
-        relayed.raw_headers = raw_headers
-        return relayed
+            try:
+                async for chunk in upstream.content.iter_any():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                # On completion and when the client left (the task is cancelled):
+                # closing the upstream connection tells the engine to stop.
+                _close(upstream)
+        if self.background is not None:
+            await self.background()
 
 
-async def _relay(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in response.content.iter_any():
-            yield chunk
-    finally:
-        # Runs on completion and on client disconnect (the stream is cancelled):
-        # closing the upstream connection tells the engine to stop.
-        await _close(response)
-
-
-async def _close(response: aiohttp.ClientResponse) -> None:
+def _close(response: aiohttp.ClientResponse) -> None:
     if response.content.at_eof():
         response.release()  # the connection goes back to the pool
     else:

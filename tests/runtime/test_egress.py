@@ -110,3 +110,12 @@ def test_loopback_names_count_by_what_they_resolve_to() -> None:
     assert not egress._is_local(("example.invalid", 80), _gai=hosts("127.0.0.1"))
     assert egress._is_local("::1") and egress._is_local("::ffff:127.0.0.2")
     assert not egress._is_local("::ffff:198.51.100.7")
+
+
+def test_a_locked_chute_runs_on_uvloop_only_with_the_kernel_layer() -> None:
+    """uvloop connects in C, unseen by the audit hook: only the namespace covers it."""
+    from chutes_runtime.server import event_loop
+
+    assert event_loop(False) == "asyncio"
+    assert event_loop(False, kernel_layer=True) == "auto"
+    assert event_loop(True) == "auto"

@@ -123,6 +123,7 @@ def test_every_escape_is_refused_after_the_lock(run_chute, test_host) -> None:  
     assert set(result["after"]) == set(ESCAPES)
     escaped = {way: out for way, out in result["after"].items() if not out.startswith("refused")}
     assert not escaped, escaped
+    assert result["loop"].startswith("uvloop"), result["loop"]
     metrics = httpx.get(f"{served.url}/_chutes/metrics").text
     assert 'chutes_egress_layer{layer="netns"} 1.0' in metrics
 

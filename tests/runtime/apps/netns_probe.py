@@ -280,4 +280,6 @@ async def probe(self) -> dict:
         worker.start()
         await asyncio.to_thread(worker.join, 60)
         results[name] = box[0] if box else "refused: no answer"
-    return {"before": self.before, "after": results}
+    # The kernel layer covers uvloop, so the host serves on it (chutes_runtime.server).
+    loop = type(asyncio.get_running_loop()).__module__
+    return {"before": self.before, "after": results, "loop": loop}
