@@ -51,22 +51,40 @@ def test_requests_are_forwarded_with_the_engine_key(forwarding) -> None:
     assert httpx.get(f"{forwarding.url}/v1/models").json()["data"][0]["id"] == "upstream"
 
 
-async def test_streams_are_relayed_chunk_by_chunk(forwarding) -> None:
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait for ``condition`` (polled); fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def held_stream(url: str, marks, tag: str) -> tuple[list[str], dict[str, str]]:
+    """Stream from an upstream that holds after its first chunk until this client has it.
+
+    The chunks after the first say whether the upstream was released by the
+    client (``True``), which it can only be if that chunk was relayed at once.
+    """
     async with httpx.AsyncClient(timeout=30) as client:
-        body = {"stream": True, "chunks": 5, "delay": 0.3}
-        began = time.monotonic()
-        async with client.stream("POST", f"{forwarding.url}/v1/chat/completions", json=body) as r:
-            assert r.headers["content-type"].startswith("text/event-stream")
-            arrivals = []
+        body = {"stream": True, "chunks": 5, "delay": 0.01, "hold": tag}
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
             lines = []
             async for line in r.aiter_lines():
+                if line and not lines:
+                    (marks / f"release-{tag}").touch()
                 if line:
-                    arrivals.append(time.monotonic() - began)
                     lines.append(line)
+    return lines, dict(r.headers)
+
+
+async def test_streams_are_relayed_chunk_by_chunk(forwarding, upstream) -> None:
+    lines, headers = await held_stream(forwarding.url, upstream[1], "direct")
+    assert headers["content-type"].startswith("text/event-stream")
     assert lines[-1] == "data: [DONE]"
-    assert [json.loads(line[6:])["i"] for line in lines[:-1]] == [0, 1, 2, 3, 4]
-    # The first chunk arrived long before the upstream finished (5 x 0.3 s).
-    assert arrivals[0] < arrivals[-1] - 0.9
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert [chunk["i"] for chunk in chunks] == [0, 1, 2, 3, 4]
+    # The first chunk reached the client while the upstream was still holding the rest.
+    assert [chunk["released"] for chunk in chunks] == [None, True, True, True, True]
 
 
 async def test_a_client_disconnect_cancels_the_upstream_request(forwarding, upstream) -> None:
@@ -77,29 +95,27 @@ async def test_a_client_disconnect_cancels_the_upstream_request(forwarding, upst
             async for line in r.aiter_lines():
                 if line.startswith("data: "):
                     break
-    for _ in range(100):
-        if (marks / "cancelled").exists():
-            break
-        await asyncio.sleep(0.05)
+    # The upstream would otherwise stream for 10 s more.
+    await until(lambda: (marks / "cancelled").exists(), "the upstream to see the disconnect")
     assert (marks / "cancelled").read_text() == "disconnect-me"
 
 
 async def test_a_client_leaving_before_the_upstream_headers_cancels_it(forwarding, upstream):
     _, marks = upstream
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{forwarding.url}/v1/slow", json={"wait": 20, "tag": "early"}, timeout=0.5)
-    for _ in range(100):  # the upstream sees the disconnect within 5 s, not after 20
-        if (marks / "gone-early").exists():
-            break
-        await asyncio.sleep(0.05)
-    assert (marks / "gone-early").exists()
-    for _ in range(100):
-        if '"499"' in httpx.get(f"{forwarding.url}/_chutes/metrics").text:
-            break
-        await asyncio.sleep(0.05)
-    assert (
-        'chutes_invocations_total{cord="slow",status="499"} 1.0'
-        in httpx.get(f"{forwarding.url}/_chutes/metrics").text
+    async with httpx.AsyncClient(timeout=30) as client:
+        waiting = asyncio.ensure_future(
+            client.post(f"{forwarding.url}/v1/slow", json={"wait": 20, "tag": "early"})
+        )
+        await until(lambda: (marks / "arrived-early").exists(), "the request to reach upstream")
+        waiting.cancel()  # the client leaves before any headers
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+    # The upstream sees the disconnect well within its 20 s.
+    await until(lambda: (marks / "gone-early").exists(), "the upstream to see the client leave")
+    counted = 'chutes_invocations_total{cord="slow",status="499"} 1.0'
+    await until(
+        lambda: counted in httpx.get(f"{forwarding.url}/_chutes/metrics").text,
+        "the request to be counted as 499",
     )
 
 
@@ -144,19 +160,16 @@ def forwarding_through_middleware(module_chute, upstream):
 
 
 async def test_through_middleware_streams_are_forwarded_and_relayed_chunk_by_chunk(
-    forwarding_through_middleware,
+    forwarding_through_middleware, upstream
 ) -> None:
     url = forwarding_through_middleware.url
     plain = httpx.post(f"{url}/v1/chat/completions", json={"model": "m", "messages": []})
     assert plain.status_code == 200 and plain.headers["x-user-middleware"] == "1"
     assert plain.json()["seen"]["authorization"] == "Bearer sekret"
-    async with httpx.AsyncClient(timeout=30) as client:
-        body = {"stream": True, "chunks": 5, "delay": 0.3}
-        began = time.monotonic()
-        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
-            assert r.headers["x-user-middleware"] == "1"
-            arrivals = [time.monotonic() - began async for line in r.aiter_lines() if line]
-    assert len(arrivals) == 6 and arrivals[0] < arrivals[-1] - 0.9
+    lines, headers = await held_stream(url, upstream[1], "through-middleware")
+    assert headers["x-user-middleware"] == "1" and lines[-1] == "data: [DONE]"
+    # The first chunk reached the client while the upstream was still holding the rest.
+    assert [json.loads(line[6:])["released"] for line in lines[:-1]] == [None] + [True] * 4
 
 
 async def test_through_middleware_a_client_disconnect_cancels_the_upstream_request(
@@ -170,9 +183,10 @@ async def test_through_middleware_a_client_disconnect_cancels_the_upstream_reque
             async for line in r.aiter_lines():
                 if line.startswith("data: "):
                     break
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if (marks / "cancelled").exists() and "middleware" in (marks / "cancelled").read_text():
-            break
-        await asyncio.sleep(0.05)
+    await until(
+        lambda: (
+            (marks / "cancelled").exists() and "middleware" in (marks / "cancelled").read_text()
+        ),
+        "the upstream to see the disconnect",
+    )
     assert (marks / "cancelled").read_text() == "disconnect-through-middleware"

@@ -29,9 +29,14 @@ async def chat(request: Request):
         return {"seen": seen, "choices": [{"message": {"role": "assistant", "content": "hi"}}]}
 
     async def events():
+        released = None
         try:
             for i in range(body.get("chunks", 5)):
-                yield f"data: {json.dumps({'i': i})}\n\n"
+                yield f"data: {json.dumps({'i': i, 'released': released})}\n\n"
+                if i == 0 and body.get("hold"):
+                    # Go on only once the client has seen this first chunk (it says so
+                    # with a mark), or after 10 s: the later chunks tell which it was.
+                    released = await appears(marks / f"release-{body['hold']}", 10)
                 await asyncio.sleep(body.get("delay", 0.05))
             yield "data: [DONE]\n\n"
             (marks / "completed").write_text("yes")
@@ -42,10 +47,19 @@ async def chat(request: Request):
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def appears(path: Path, timeout: float) -> bool:
+    for _ in range(int(timeout / 0.02)):
+        if path.exists():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 @app.post("/v1/slow")
 async def slow(request: Request):
     """Answer (headers and all) only after ``wait`` seconds; note a client that left first."""
     body = await request.json()
+    (marks / f"arrived-{body.get('tag')}").write_text("yes")
     for _ in range(int(body.get("wait", 5) / 0.02)):
         if await request.is_disconnected():
             (marks / f"gone-{body.get('tag')}").write_text("yes")
