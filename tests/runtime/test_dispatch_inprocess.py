@@ -1,0 +1,245 @@
+"""The host's request path in process, over ASGI: every refusal, its status, headers and
+metric, request ids, and the order the checks run in. (The same paths over real HTTP are
+in test_limits, test_auth, test_readiness and test_serving; these are fast enough to run
+for every mutant of dispatch.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from chutes.chute import Chute
+from chutes_core.plugins import PluginManager
+from chutes_runtime.auth import BearerKeys
+from chutes_runtime.host import Host
+from chutes_runtime.limits import Limits
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+def make_chute() -> Chute:
+    chute = Chute(username="test", name="dispatch", concurrency=2)
+
+    @chute.cord()
+    async def echo(self, text: str) -> dict:
+        return {"text": text}
+
+    @chute.cord(max_body_bytes=64)
+    async def small(self, text: str) -> dict:
+        return {"text": text}
+
+    @chute.cord()
+    async def hold(self, key: str) -> dict:
+        await GATE.setdefault(key, asyncio.Event()).wait()
+        return {"held": key}
+
+    @chute.cord()
+    async def boom(self) -> dict:
+        raise RuntimeError("boom")
+
+    return chute
+
+
+@asynccontextmanager
+async def hosted(
+    root_path: str = "", **options: Any
+) -> AsyncIterator[tuple[Host, httpx.AsyncClient]]:
+    GATE.clear()
+    host = Host(make_chute(), dev=True, plugins=PluginManager(entry_points=False), **options)
+    await host.startup()
+    transport = httpx.ASGITransport(app=host, root_path=root_path)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://chute.test") as client:
+            yield host, client
+    finally:
+        await host.shutdown()
+
+
+async def metrics(client: httpx.AsyncClient) -> str:
+    answer = await client.get("/_chutes/metrics")
+    assert answer.status_code == 200
+    return answer.text
+
+
+def rejected(text: str, reason: str) -> float:
+    found = re.search(rf'^chutes_rejected_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def invocations(text: str, cord: str, status: int) -> float:
+    pattern = rf'^chutes_invocations_total{{cord="{cord}",status="{status}"}} (\S+)$'
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+async def websocket_closes(host: Host, headers: list[tuple[bytes, bytes]] = ()) -> dict:
+    """The message the host answers a websocket handshake with, when it refuses one."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "headers": list(headers), "query_string": b""}
+    await asyncio.wait_for(host(scope, receive, send), 10)
+    (message,) = sent
+    return message
+
+
+async def test_request_ids_are_kept_only_when_short_and_safe() -> None:
+    async with hosted() as (_, client):
+        for given, kept in [
+            ("abc-1.2:3_X", True),
+            ("a" * 64, True),
+            ("a" * 65, False),
+            ("two words", False),
+            ("", False),
+            ("semi;colon", False),
+        ]:
+            answer = await client.post("/echo", json={"text": "x"}, headers={"x-request-id": given})
+            assert answer.status_code == 200
+            assert (answer.headers["x-request-id"] == given) is kept, given
+        made = [
+            (await client.post("/echo", json={"text": "x"})).headers["x-request-id"]
+            for _ in range(2)
+        ]
+        assert made[0] != made[1]
+        assert all(re.fullmatch(r"[0-9a-f]{16}", made_id) for made_id in made), made
+        assert made[0][:8] == made[1][:8]  # one prefix per process, then a counter
+        assert int(made[1][8:], 16) == int(made[0][8:], 16) + 1
+        # A failed cord's body names the same id its header carries.
+        failed = await client.post("/boom", headers={"x-request-id": "mine-1"})
+        assert failed.status_code == 500 and failed.json()["request_id"] == "mine-1"
+        assert failed.headers["x-request-id"] == "mine-1"
+
+
+async def test_status_counts_per_cord_and_unknown_paths_as_other() -> None:
+    async with hosted() as (_, client):
+        assert (await client.post("/echo", json={"text": "x"})).status_code == 200
+        assert (await client.post("/echo", json={})).status_code == 422
+        assert (await client.post("/boom")).status_code == 500
+        assert (await client.get("/nowhere")).status_code == 404
+        text = await metrics(client)
+        assert invocations(text, "echo", 200) == 1 and invocations(text, "echo", 422) == 1
+        assert invocations(text, "boom", 500) == 1
+        assert invocations(text, "other", 404) == 1
+        assert 'chutes_in_flight{cord="echo"} 0.0' in text
+
+
+async def test_the_cap_refuses_the_excess_with_429_but_serves_the_docs() -> None:
+    async with hosted() as (host, client):
+        held = [asyncio.ensure_future(client.post("/hold", json={"key": "cap"})) for _ in range(2)]
+        await until(lambda: host.in_flight == 2, "two requests in flight")
+        text = await metrics(client)
+        assert 'chutes_in_flight{cord="hold"} 2.0' in text
+        refused = await client.post("/echo", json={"text": "x"}, headers={"x-request-id": "r-1"})
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "1" and refused.headers["x-request-id"] == "r-1"
+        assert refused.json() == {"detail": "too many requests: this chute serves 2 at a time"}
+        assert int(refused.headers["content-length"]) == len(refused.content)
+        assert "connection" not in refused.headers  # the body was read: the connection stays
+        assert (await client.get("/openapi.json")).status_code == 200
+        ws = await websocket_closes(host)
+        assert ws == {"type": "websocket.close", "code": 1013, "reason": host.busy}
+        assert rejected(await metrics(client), "concurrency") == 2
+        GATE["cap"].set()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200, 200]
+        assert host.in_flight == 0
+        assert (await client.post("/echo", json={"text": "x"})).status_code == 200
+
+
+async def test_before_ready_only_probes_and_internal_paths_are_served() -> None:
+    async with hosted() as (host, client):
+        host.set_unready("testing")
+        refused = await client.post("/echo", json={"text": "x"})
+        assert refused.status_code == 503
+        assert refused.json() == {"detail": "not ready: testing"}
+        assert refused.headers["retry-after"] == "5"
+        assert (await client.get("/openapi.json")).status_code == 503
+        assert (await client.get("/_chutes/live")).status_code == 200
+        assert (await client.get("/_chutes/ready")).status_code == 503
+        ws = await websocket_closes(host)
+        assert ws == {"type": "websocket.close", "code": 1013, "reason": "not ready"}
+        assert rejected(await metrics(client), "not_ready") == 2  # the websocket is not counted
+        host.clear_unready("testing")
+        assert (await client.post("/echo", json={"text": "x"})).status_code == 200
+        host.state = "starting"  # a host that never was ready says what it is doing
+        host.unready_reason = None
+        assert (await client.post("/echo", json={"text": "x"})).json() == {
+            "detail": "not ready: starting"
+        }
+
+
+async def test_a_prefix_the_host_is_mounted_under_is_stripped() -> None:
+    async with hosted(root_path="/pre") as (host, client):
+        assert (await client.get("/pre/_chutes/live")).json()["status"] == "alive"
+        host.set_unready("testing")
+        # Probes are answered even before ready: the prefix did not hide /_chutes/ready.
+        assert (await client.get("/pre/_chutes/ready")).status_code == 503
+        assert (await client.get("/pre/_chutes/live")).status_code == 200
+
+
+async def test_oversized_headers_and_bodies_are_refused_and_the_connection_closed() -> None:
+    limits = Limits(max_body_bytes=1024, max_headers=20, max_header_bytes=4096)
+    async with hosted(limits=limits) as (_, client):
+        many = {f"x-h{i}": "1" for i in range(30)}
+        answer = await client.post("/echo", json={"text": "x"}, headers=many)
+        assert answer.status_code == 431 and answer.headers["connection"] == "close"
+        assert "too many header fields" in answer.json()["detail"]
+        answer = await client.post("/echo", json={"text": "x" * 2000})
+        assert answer.status_code == 413 and answer.headers["connection"] == "close"
+        # A cord's own limit is below the host's.
+        answer = await client.post("/small", json={"text": "x" * 100})
+        assert answer.status_code == 413
+        assert (await client.post("/small", json={"text": "x"})).status_code == 200
+        text = await metrics(client)
+        assert rejected(text, "headers_too_large") == 1 and rejected(text, "body_too_large") == 2
+        assert invocations(text, "echo", 413) == 0  # refused before the cord
+
+
+async def test_unanswerable_json_is_a_400_only_when_sent_as_json() -> None:
+    async with hosted() as (_, client):
+        body = b'{"text": NaN}'
+        answer = await client.post(
+            "/echo", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 400 and "finite" in answer.json()["detail"]
+        assert "x-request-id" in answer.headers
+        assert rejected(await metrics(client), "bad_input") == 1
+        # Not declared as JSON: the cord's own validation answers.
+        plain = await client.post("/echo", content=body, headers={"content-type": "text/plain"})
+        assert plain.status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/echo", "/_chutes/metrics"])
+async def test_bearer_keys_guard_everything_but_the_probes(path: str) -> None:
+    async with hosted(auth=BearerKeys(["sekret"])) as (host, client):
+        refused = await client.post(path, json={"text": "x"})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert refused.json()["detail"].startswith("missing credentials")
+        wrong = await client.post(path, json={"text": "x"}, headers={"authorization": "Bearer no"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid bearer key"
+        key = {"authorization": "Bearer sekret"}
+        assert (await client.post("/echo", json={"text": "x"}, headers=key)).status_code == 200
+        assert (await client.get("/_chutes/live")).status_code == 200
+        ws = await websocket_closes(host)
+        assert ws["type"] == "websocket.close" and ws["code"] == 1008
+        assert ws["reason"].startswith("missing credentials")
+        text = (await client.get("/_chutes/metrics", headers=key)).text
+        assert rejected(text, "unauthenticated") == 3  # two requests and the websocket
