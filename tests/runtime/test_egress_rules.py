@@ -152,7 +152,8 @@ GUARD_SCRIPT = textwrap.dedent(
         "    except PermissionError as exc:\\n"
         "        print('refused: ' + str(exc), flush=True)\\n"
     )
-    out = {}
+    egress.stand_down()  # egress allowed, nothing prepared: the environment stays as it was
+    out = {"stood_down": os.environ.get("PYTHONPATH")}
     egress.prepare()
     out["prepared"] = {"locked": egress.is_locked(), "guard": redefine(egress._loopback_ip)}
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
@@ -189,6 +190,7 @@ def test_a_one_way_lock_cannot_be_lifted_or_changed_and_reaches_children() -> No
     out = json.loads(result.stdout)
     locked = "refused: egress is locked for this chute: "
     # Prepared, not yet locked: nothing is refused, in this process or in a child.
+    assert out["stood_down"] is None
     assert out["prepared"] == {"locked": False, "guard": "allowed"}
     assert out["child_before"] == "allowed"
     # A child started before the lock is locked with it.
@@ -206,3 +208,23 @@ def test_a_one_way_lock_cannot_be_lifted_or_changed_and_reaches_children() -> No
         "locked": True,
         "lookup": locked + "name lookup of '192.0.2.1' refused",
     }
+
+
+def test_a_loopback_name_counts_only_if_all_it_resolves_to_is_loopback() -> None:
+    from chutes_runtime.egress import _is_local
+
+    def resolving(*addresses: str):
+        def gai(host, port):
+            return [(0, 0, 0, "", (address, 0)) for address in addresses]
+
+        return gai
+
+    def failing(host, port):
+        raise OSError("no resolver")
+
+    assert _is_local(("localhost", 80), _gai=resolving("127.0.0.1", "::1")) is True
+    assert _is_local(("localhost", 80), _gai=resolving("127.0.0.1", "192.0.2.1")) is False
+    assert _is_local(("localhost", 80), _gai=resolving()) is False
+    assert _is_local(("localhost", 80), _gai=failing) is False
+    assert _is_local(("localhost", 80), False, _gai=failing) is True  # not resolved
+    assert _is_local(("example.invalid", 80), _gai=resolving("127.0.0.1")) is False
