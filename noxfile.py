@@ -259,7 +259,11 @@ MUTATION_TARGETS = {
         "tests/core/test_kernels.py",
         "tests/core/test_deploy_targets.py",
     ],
-    "chutes_core/engines/process.py": ["tests/core/test_engine.py"],
+    "chutes_core/engines/process.py": [
+        "tests/core/test_engine_driver.py",
+        "tests/core/test_engine.py",
+        "tests/runtime/test_engine_liveness.py",
+    ],
 }
 #: The module groups `nox -s mutation -- GROUP` takes (a module path works too).
 MUTATION_GROUPS = {
