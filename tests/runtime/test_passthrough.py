@@ -127,6 +127,50 @@ def test_an_upstream_idle_past_the_read_timeout_is_a_504(forwarding) -> None:
     assert time.monotonic() - began < 5
 
 
+def test_what_is_forwarded_and_what_is_relayed(forwarding, upstream) -> None:
+    client = httpx.Client()
+    del client.headers["accept-encoding"]  # none asked for: the engine is asked for identity
+    answer = client.post(
+        f"{forwarding.url}/v1/echo?a=1&b=two",
+        content=b"0123456789",
+        headers={
+            "authorization": "Bearer client-key",
+            "x-custom": "kept",
+            "te": "trailers",
+            "proxy-authorization": "Basic secret",
+            "content-type": "application/octet-stream",
+        },
+    )
+    assert answer.status_code == 200
+    seen = answer.json()
+    headers = dict(seen["headers"])
+    assert (seen["method"], seen["query"], seen["body"]) == ("POST", "a=1&b=two", 10)
+    assert headers["x-custom"] == "kept" and headers["authorization"] == "Bearer sekret"
+    # Hop-by-hop headers stay on the client's connection.
+    assert "te" not in headers and "proxy-authorization" not in headers
+    assert (
+        headers["host"] == f"127.0.0.1:{upstream[0]}" and headers["accept-encoding"] == "identity"
+    )
+    assert headers["content-length"] == "10"
+    # The engine's headers come back as sent (both cookies), but not the ones the host sets.
+    assert answer.headers["x-engine"] == "upstream"
+    assert answer.headers.get_list("set-cookie") == [
+        "a=1; Path=/; SameSite=lax",
+        "b=2; Path=/; SameSite=lax",
+    ]
+    assert answer.headers.get_list("server") == ["uvicorn"]
+    assert len(answer.headers.get_list("date")) == 1
+    # The client's own accept-encoding is kept.
+    gzip = httpx.post(f"{forwarding.url}/v1/echo", headers={"accept-encoding": "gzip"})
+    assert dict(gzip.json()["headers"])["accept-encoding"] == "gzip"
+
+
+def test_a_get_route_forwards_no_body(forwarding) -> None:
+    seen = httpx.get(f"{forwarding.url}/v1/echo_get?q=1").json()
+    assert (seen["method"], seen["query"], seen["body"]) == ("GET", "q=1", 0)
+    assert "content-length" not in dict(seen["headers"])
+
+
 def test_upstream_errors_keep_status_and_detail(forwarding) -> None:
     answer = httpx.post(f"{forwarding.url}/oops", json={})
     assert answer.status_code == 418

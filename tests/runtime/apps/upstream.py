@@ -68,6 +68,22 @@ async def slow(request: Request):
     return {"slow": body.get("tag")}
 
 
+@app.api_route("/v1/echo", methods=["GET", "POST"])
+async def echo(request: Request):
+    """What arrived, as the engine saw it; answered with headers a proxy must not repeat."""
+    body = await request.body()
+    seen = {
+        "method": request.method,
+        "query": request.url.query,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body": len(body),
+    }
+    answer = JSONResponse(seen, headers={"x-engine": "upstream", "server": "engine/1"})
+    answer.set_cookie("a", "1")
+    answer.set_cookie("b", "2")
+    return answer
+
+
 @app.post("/v1/fail")
 async def fail(request: Request):
     return JSONResponse(
