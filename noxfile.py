@@ -290,7 +290,11 @@ def mutation(session: nox.Session) -> None:
         for module in MUTATION_GROUPS.get(name, [name])
     ]
     for module in chosen:
-        runner = "python -m pytest -x -q -p no:cacheprovider " + " ".join(MUTATION_TARGETS[module])
+        runner = "python -m pytest -x -q -p no:cacheprovider --timeout 60 " + " ".join(
+            MUTATION_TARGETS[module]
+        )
+        # --timeout: a mutant that hangs fails its test (mutmut 2 counts any exit code but 1,
+        # its own timeout's kill included, as tests passing).
         # mutmut exits with a bit mask of outcomes (survivors, timeouts): report, don't fail.
         session.run(
             "mutmut", "run", "--paths-to-mutate", module, "--tests-dir", "tests",

@@ -6,6 +6,7 @@ for every mutant of dispatch.py.)"""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from chutes.chute import Chute
 from chutes_core.plugins import PluginManager
@@ -42,6 +44,10 @@ def make_chute() -> Chute:
     @chute.cord()
     async def boom(self) -> dict:
         raise RuntimeError("boom")
+
+    @chute.cord(method="GET")
+    async def raw(self, request: Request) -> dict:
+        return {"length": len(await request.body())}
 
     return chute
 
@@ -153,7 +159,8 @@ async def test_the_cap_refuses_the_excess_with_429_but_serves_the_docs() -> None
         assert refused.json() == {"detail": "too many requests: this chute serves 2 at a time"}
         assert int(refused.headers["content-length"]) == len(refused.content)
         assert "connection" not in refused.headers  # the body was read: the connection stays
-        assert (await client.get("/openapi.json")).status_code == 200
+        for docs in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
+            assert (await client.get(docs)).status_code == 200, docs
         ws = await websocket_closes(host)
         assert ws == {"type": "websocket.close", "code": 1013, "reason": host.busy}
         assert rejected(await metrics(client), "concurrency") == 2
@@ -192,6 +199,8 @@ async def test_a_prefix_the_host_is_mounted_under_is_stripped() -> None:
         # Probes are answered even before ready: the prefix did not hide /_chutes/ready.
         assert (await client.get("/pre/_chutes/ready")).status_code == 503
         assert (await client.get("/pre/_chutes/live")).status_code == 200
+        # A path outside the prefix is taken as it is.
+        assert (await client.get("/_chutes/live")).status_code == 200
 
 
 async def test_oversized_headers_and_bodies_are_refused_and_the_connection_closed() -> None:
@@ -243,3 +252,69 @@ async def test_bearer_keys_guard_everything_but_the_probes(path: str) -> None:
         assert ws["reason"].startswith("missing credentials")
         text = (await client.get("/_chutes/metrics", headers=key)).text
         assert rejected(text, "unauthenticated") == 3  # two requests and the websocket
+
+
+async def call(host: Host, scope: dict, messages: list[dict]) -> list[dict]:
+    """One raw ASGI call: ``messages`` are what the client sends, then it waits."""
+    sent: list[dict] = []
+    pending = list(messages)
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(host(scope, receive, send), 10)
+    return sent
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]] = ()) -> dict:
+    return {
+        "type": "http", "method": method, "path": path, "raw_path": path.encode(),
+        "query_string": b"", "headers": list(headers), "scheme": "http",
+        "server": ("chute.test", 80), "client": ("127.0.0.1", 1), "root_path": "",
+        "http_version": "1.1", "asgi": {"version": "3.0"},
+    }  # fmt: skip
+
+
+async def test_a_request_without_a_body_reaches_the_cord_with_none() -> None:
+    async with hosted() as (host, _):
+        sent = await call(host, http_scope("GET", "/raw"), [{"type": "http.request"}])
+        assert sent[0]["status"] == 200 and b'{"length":0}' in sent[-1]["body"]
+
+
+async def test_a_client_that_leaves_is_counted_as_499_and_logged(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.runtime")
+    async with hosted() as (host, client):
+        body = b'{"key": "left"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+        messages = [{"type": "http.request", "body": body}, {"type": "http.disconnect"}]
+        sent = await call(host, http_scope("POST", "/hold", headers), messages)
+        assert sent == []  # nothing was answered to a client that had gone
+        assert invocations(await metrics(client), "hold", 499) == 1
+        assert host.in_flight == 0
+    left = [r for r in caplog.records if r.name == "chutes.runtime" and "went away" in r.message]
+    assert [r.getMessage() for r in left] == [
+        "POST /hold: the client went away; its work was cancelled"
+    ]
+
+
+async def test_the_asgi_lifespan_starts_and_stops_the_host() -> None:
+    host = Host(make_chute(), dev=True, plugins=PluginManager(entry_points=False))
+    events: asyncio.Queue[dict] = asyncio.Queue()
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    running = asyncio.ensure_future(host({"type": "lifespan"}, events.get, send))
+    await events.put({"type": "lifespan.startup"})
+    await until(lambda: sent, "the startup to complete")
+    assert sent == [{"type": "lifespan.startup.complete"}] and host.state == "ready"
+    await events.put({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(running, 10)
+    assert sent[-1] == {"type": "lifespan.shutdown.complete"} and host.state == "stopped"
