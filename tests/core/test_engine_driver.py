@@ -50,6 +50,12 @@ def test_settings_are_checked_and_the_defaults_are_the_documented_ones() -> None
         ):
             OpenAIServerEngine("e", **bad)
     OpenAIServerEngine("e", unready_after=2, exit_after=2)  # equal is fine
+    with pytest.raises(ValueError) as refused:
+        OpenAIServerEngine("e", api_key="-k")
+    assert str(refused.value) == (
+        "engine 'e': api_key must be non-empty and must not start with '-' "
+        "(the engine's argument parser would read it as a flag)"
+    )
     engine = OpenAIServerEngine("e", api_key="k")
     assert engine.base_url == "http://127.0.0.1:10101"
     assert engine.headers == {"authorization": "Bearer k"}
