@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -172,6 +173,14 @@ GUARD_SCRIPT = textwrap.dedent(
     out["unrelated"] = redefine(unrelated)
     out["invalid_utf8"] = numeric_lookup(b"\\xff\\xfe")
     out["raw"] = attempt(raw_socket)
+    out["packet"] = attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM).close())
+    if os.environ.get("ISOLATED"):  # a network namespace of its own: nothing can leave
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        out["beyond"] = {
+            "connect": attempt(lambda: udp.connect(("192.0.2.1", 9))),
+            "sendto": attempt(lambda: udp.sendto(b"x", ("192.0.2.1", 9))),
+            "sendmsg": attempt(lambda: udp.sendmsg([b"x"], [], 0, ("192.0.2.1", 9))),
+        }
     out["netlink"] = attempt(lambda: netlink.connect((0, 0)))
     egress.unlock()  # a one-way lock stays
     out["after_unlock"] = {"locked": egress.is_locked(), "lookup": numeric_lookup("192.0.2.1")}
@@ -183,9 +192,13 @@ GUARD_SCRIPT = textwrap.dedent(
 def test_a_one_way_lock_cannot_be_lifted_or_changed_and_reaches_children() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     env.pop("PYTHONPATH", None)
-    result = subprocess.run(
-        [sys.executable, "-c", GUARD_SCRIPT], env=env, capture_output=True, text=True, timeout=60
-    )
+    command = [sys.executable, "-c", GUARD_SCRIPT]
+    # As root, in a network namespace of its own, datagrams beyond loopback are tried
+    # too: if the lock failed they would find no route out.
+    isolated = os.geteuid() == 0 and shutil.which("unshare") is not None
+    if isolated:
+        command, env["ISOLATED"] = ["unshare", "-n", *command], "1"
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     locked = "refused: egress is locked for this chute: "
@@ -201,7 +214,10 @@ def test_a_one_way_lock_cannot_be_lifted_or_changed_and_reaches_children() -> No
     assert out["unrelated"] == "allowed"
     # A host name that is not UTF-8 is refused, not an error of another kind.
     assert out["invalid_utf8"].startswith(locked + "name lookup of ")
-    assert out["raw"] == locked + "packet and raw sockets refused"
+    assert out["raw"] == out["packet"] == locked + "packet and raw sockets refused"
+    if isolated:
+        refused = locked + "connection to ('192.0.2.1', 9) refused"
+        assert out["beyond"] == {"connect": refused, "sendto": refused, "sendmsg": refused}
     # An address that is not a host (a netlink pair) is not loopback.
     assert out["netlink"] == locked + "connection to (0, 0) refused"
     assert out["after_unlock"] == {
