@@ -138,6 +138,10 @@ def test_what_is_forwarded_and_what_is_relayed(forwarding, upstream) -> None:
             "x-custom": "kept",
             "te": "trailers",
             "proxy-authorization": "Basic secret",
+            "proxy-authenticate": "Basic",
+            "keep-alive": "timeout=5",
+            "trailer": "x-checksum",
+            "upgrade": "h2c",
             "content-type": "application/octet-stream",
         },
     )
@@ -147,7 +151,8 @@ def test_what_is_forwarded_and_what_is_relayed(forwarding, upstream) -> None:
     assert (seen["method"], seen["query"], seen["body"]) == ("POST", "a=1&b=two", 10)
     assert headers["x-custom"] == "kept" and headers["authorization"] == "Bearer sekret"
     # Hop-by-hop headers stay on the client's connection.
-    assert "te" not in headers and "proxy-authorization" not in headers
+    hop_by_hop = {"te", "proxy-authorization", "proxy-authenticate", "keep-alive", "trailer"}
+    assert not hop_by_hop & set(headers) and not {"upgrade", "connection"} & set(headers)
     assert (
         headers["host"] == f"127.0.0.1:{upstream[0]}" and headers["accept-encoding"] == "identity"
     )
@@ -169,6 +174,16 @@ def test_a_get_route_forwards_no_body(forwarding) -> None:
     seen = httpx.get(f"{forwarding.url}/v1/echo_get?q=1").json()
     assert (seen["method"], seen["query"], seen["body"]) == ("GET", "q=1", 0)
     assert "content-length" not in dict(seen["headers"])
+
+
+def test_the_hosts_read_timeout_comes_from_the_environment(module_chute, upstream) -> None:
+    impatient = module_chute(
+        "forwarding:chute",
+        env={"UPSTREAM_PORT": str(upstream[0]), "CHUTES_PASSTHROUGH_READ_TIMEOUT": "0.5"},
+    )
+    # /v1/slow has no read timeout of its own: the host's applies.
+    answer = httpx.post(f"{impatient.url}/v1/slow", json={"wait": 10, "tag": "host-timeout"})
+    assert answer.status_code == 504 and "timed out" in answer.json()["detail"]
 
 
 def test_upstream_errors_keep_status_and_detail(forwarding) -> None:
