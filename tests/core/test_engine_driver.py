@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -73,6 +74,7 @@ def test_settings_are_checked_and_the_defaults_are_the_documented_ones() -> None
     chute.state.engine = "not an engine"
     assert OpenAIServerEngine.of(chute) is None
     assert engine.attach(chute) is engine and OpenAIServerEngine.of(chute) is engine
+    assert engine.of(chute) is engine  # a static method: from an instance too
 
 
 def script(code: str) -> list[str]:
@@ -80,8 +82,9 @@ def script(code: str) -> list[str]:
 
 
 async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_one(
-    tmp_path,
+    tmp_path, caplog
 ) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.early")
     code = (
         "import os, sys\n"
         "print('x' * 200_000, flush=True)\n"  # longer than the pipe reader's line limit
@@ -97,6 +100,8 @@ async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_on
     quoted = message.split("last output:\n  ", 1)[1].split("\n  ")
     assert quoted == [f"line {i}" for i in range(21, 30)] + [f"env given cwd {tmp_path}"]
     assert engine.process is not None and engine.process.returncode == 3
+    started = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.early"]
+    assert started[0] == f"starting early: {sys.executable} -c {code}"
 
 
 @pytest.fixture
