@@ -246,6 +246,7 @@ MUTATION_TARGETS = {
     "runtime/passthrough.py": [
         "tests/runtime/test_passthrough_inprocess.py",
         "tests/runtime/test_passthrough.py",
+        "tests/runtime/test_cancellation.py",
     ],
     "runtime/egress.py": [
         "tests/runtime/test_egress_rules.py",

@@ -170,17 +170,53 @@ def test_what_is_forwarded_and_what_is_relayed(forwarding, upstream) -> None:
     assert dict(gzip.json()["headers"])["accept-encoding"] == "gzip"
 
 
+def test_a_compressed_answer_is_relayed_as_the_engine_sent_it(forwarding) -> None:
+    answer = httpx.get(f"{forwarding.url}/v1/gzip")
+    assert answer.headers["content-encoding"] == "gzip"
+    assert answer.json() == {"compressed": True}  # the client decompresses it
+
+
+async def test_forwarded_requests_are_not_queued_behind_each_other(forwarding, upstream) -> None:
+    _, marks = upstream
+    async with httpx.AsyncClient(timeout=30) as client:
+        tags = [f"parallel-{i}" for i in range(4)]
+        body = {"wait": 20, "hold": True}
+        held = [
+            asyncio.ensure_future(
+                client.post(f"{forwarding.url}/v1/slow", json={**body, "tag": tag})
+            )
+            for tag in tags
+        ]
+        # All four reach the engine while all four are held: no pool limit queues any.
+        await until(
+            lambda: all((marks / f"arrived-{tag}").exists() for tag in tags),
+            "every request to reach the engine",
+        )
+        for tag in tags:
+            (marks / f"release-{tag}").touch()
+        assert [r.status_code for r in await asyncio.gather(*held)] == [200] * 4
+
+
 def test_a_get_route_forwards_no_body(forwarding) -> None:
     seen = httpx.get(f"{forwarding.url}/v1/echo_get?q=1").json()
     assert (seen["method"], seen["query"], seen["body"]) == ("GET", "q=1", 0)
     assert "content-length" not in dict(seen["headers"])
 
 
-def test_the_hosts_read_timeout_comes_from_the_environment(module_chute, upstream) -> None:
+def test_the_hosts_read_timeout_comes_from_the_environment_and_proxies_do_not(
+    module_chute, upstream
+) -> None:
+    proxy = "http://127.0.0.1:1"  # nothing listens there: a request sent through it fails
     impatient = module_chute(
         "forwarding:chute",
-        env={"UPSTREAM_PORT": str(upstream[0]), "CHUTES_PASSTHROUGH_READ_TIMEOUT": "0.5"},
+        env={
+            "UPSTREAM_PORT": str(upstream[0]),
+            "CHUTES_PASSTHROUGH_READ_TIMEOUT": "0.5",
+            **{name: proxy for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")},
+        },
     )
+    # The engine is on loopback: the environment's proxies are not for it.
+    assert httpx.post(f"{impatient.url}/v1/echo", json={}).status_code == 200
     # /v1/slow has no read timeout of its own: the host's applies.
     answer = httpx.post(f"{impatient.url}/v1/slow", json={"wait": 10, "tag": "host-timeout"})
     assert answer.status_code == 504 and "timed out" in answer.json()["detail"]

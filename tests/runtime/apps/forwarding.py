@@ -54,6 +54,11 @@ async def echo_get(self):
     """Forwarded as GET."""
 
 
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/gzip", method="GET")
+async def gzipped(self):
+    """Forwarded; the engine compresses its answer."""
+
+
 @chute.cord(passthrough=True, passthrough_port=1, public_api_path="/nowhere")
 async def nowhere(self):
     """Forwarded to a port nothing listens on."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 port, marks = int(sys.argv[1]), Path(sys.argv[2])
 app = FastAPI()
@@ -61,6 +61,8 @@ async def slow(request: Request):
     body = await request.json()
     (marks / f"arrived-{body.get('tag')}").write_text("yes")
     for _ in range(int(body.get("wait", 5) / 0.02)):
+        if body.get("hold") and (marks / f"release-{body.get('tag')}").exists():
+            break  # released early by the test
         if await request.is_disconnected():
             (marks / f"gone-{body.get('tag')}").write_text("yes")
             return JSONResponse({"late": True})
@@ -82,6 +84,15 @@ async def echo(request: Request):
     answer.set_cookie("a", "1")
     answer.set_cookie("b", "2")
     return answer
+
+
+@app.get("/v1/gzip")
+async def gzipped():
+    """A body the engine compressed itself: relayed as it is, never decompressed."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"compressed": True}).encode())
+    return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
 
 
 @app.post("/v1/fail")
