@@ -129,7 +129,16 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
     assert not engine.ready
 
 
-async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit(site) -> None:
+async def test_stop_before_start_does_nothing() -> None:
+    engine = OpenAIServerEngine("idle")
+    await engine.stop()
+    assert engine.process is None and not engine.ready
+
+
+async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit(
+    site, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
     engine = OpenAIServerEngine(
         "plain",
         port=free_port(),
@@ -163,3 +172,5 @@ async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit
     finally:
         os.kill(engine.process.pid, signal.SIGCONT)
         await engine.stop()
+    stopping = f"stopping plain (pid {engine.process.pid})"
+    assert stopping in [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
