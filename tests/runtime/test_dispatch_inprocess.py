@@ -144,6 +144,10 @@ async def test_status_counts_per_cord_and_unknown_paths_as_other() -> None:
         assert invocations(text, "echo", 200) == 1 and invocations(text, "echo", 422) == 1
         assert invocations(text, "boom", 500) == 1
         assert invocations(text, "other", 404) == 1
+        # The cord's own headers go out with the request id.
+        answer = await client.post("/echo", json={"text": "x"})
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["content-length"] == str(len(answer.content))
         assert 'chutes_in_flight{cord="echo"} 0.0' in text
 
 
@@ -318,3 +322,41 @@ async def test_the_asgi_lifespan_starts_and_stops_the_host() -> None:
     await events.put({"type": "lifespan.shutdown"})
     await asyncio.wait_for(running, 10)
     assert sent[-1] == {"type": "lifespan.shutdown.complete"} and host.state == "stopped"
+
+
+async def test_a_client_gone_while_its_body_is_read_is_counted_not_answered() -> None:
+    async with hosted() as (host, client):
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        for _ in range(2):
+            sent = await call(
+                host, http_scope("POST", "/echo", headers), [{"type": "http.disconnect"}]
+            )
+            assert sent == []
+        assert rejected(await metrics(client), "client_left") == 2
+
+
+async def test_a_client_gone_after_its_whole_answer_is_counted_by_that_answer() -> None:
+    async with hosted() as (host, client):
+        answered = asyncio.Event()
+        body = b'{"text": "x"}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"13")]
+        messages = [{"type": "http.request", "body": body}]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            await answered.wait()  # the client hangs up once it has the whole answer
+            return {"type": "http.disconnect"}
+
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.set()
+                await asyncio.sleep(0.05)  # the hang-up is seen before the answer returns
+
+        await asyncio.wait_for(host(http_scope("POST", "/echo", headers), receive, send), 10)
+        assert sent[0]["status"] == 200
+        text = await metrics(client)
+        assert invocations(text, "echo", 200) == 1 and invocations(text, "echo", 499) == 0
