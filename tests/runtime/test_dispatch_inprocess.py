@@ -162,6 +162,7 @@ async def test_the_cap_refuses_the_excess_with_429_but_serves_the_docs() -> None
         assert refused.headers["retry-after"] == "1" and refused.headers["x-request-id"] == "r-1"
         assert refused.json() == {"detail": "too many requests: this chute serves 2 at a time"}
         assert int(refused.headers["content-length"]) == len(refused.content)
+        assert refused.headers["content-type"] == "application/json"
         assert "connection" not in refused.headers  # the body was read: the connection stays
         for docs in ("/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"):
             assert (await client.get(docs)).status_code == 200, docs
@@ -360,3 +361,17 @@ async def test_a_client_gone_after_its_whole_answer_is_counted_by_that_answer() 
         assert sent[0]["status"] == 200
         text = await metrics(client)
         assert invocations(text, "echo", 200) == 1 and invocations(text, "echo", 499) == 0
+
+
+async def test_only_the_first_request_id_counts_and_bare_bodies_are_not_json_checked() -> None:
+    async with hosted() as (host, _):
+        headers = [(b"x-request-id", b"not safe"), (b"x-request-id", b"safe-2")]
+        sent = await call(host, http_scope("GET", "/raw", headers), [{"type": "http.request"}])
+        given = dict(sent[0]["headers"])[b"x-request-id"]
+        assert given not in (b"not safe", b"safe-2")
+        # Without a JSON content type the body is not parsed: the cord decides.
+        bare = [(b"content-length", b"3")]
+        sent = await call(
+            host, http_scope("GET", "/raw", bare), [{"type": "http.request", "body": b"NaN"}]
+        )
+        assert sent[0]["status"] == 200 and b'{"length":3}' in sent[-1]["body"]
