@@ -21,11 +21,21 @@ class Recorder:
         self.batches: list[list[list[int]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # the worker has taken a batch
 
     def __call__(self, batch: list[list[int]]) -> list[list[float]]:
+        self.entered.set()
         self.gate.wait(10)
         self.batches.append(batch)
         return [[float(len(ids)), float(ids[0])] for ids in batch]
+
+
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait on the event loop for ``condition``; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
 
 
 async def test_concurrent_requests_share_batches_and_keep_their_order() -> None:
@@ -62,10 +72,10 @@ async def test_inputs_of_a_cancelled_request_are_dropped_before_their_batch() ->
     try:
         recorder.gate.clear()  # the first batch blocks the worker
         first = asyncio.ensure_future(batcher.submit([[1]]))
-        await asyncio.sleep(0.1)
+        await until(recorder.entered.is_set, "the first batch to be held")
         doomed = asyncio.ensure_future(batcher.submit([[2], [2]]))
         kept = asyncio.ensure_future(batcher.submit([[3]]))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: both queue their inputs (synchronously)
         doomed.cancel()  # as when its client disconnects
         recorder.gate.set()
         await asyncio.gather(first, kept)
@@ -93,10 +103,10 @@ async def test_a_request_whose_client_disconnects_gets_none_and_leaves_the_queue
     try:
         recorder.gate.clear()  # the first batch blocks the worker
         first = asyncio.ensure_future(batcher.submit([[1]]))
-        await asyncio.sleep(0.1)
+        await until(recorder.entered.is_set, "the first batch to be held")
         leaving = asyncio.ensure_future(batcher.submit_while_connected([[2]], receive))
         staying = asyncio.ensure_future(batcher.submit_while_connected([[3]], connected))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # one turn of the loop: both queue their inputs (synchronously)
         gone.set()
         assert await asyncio.wait_for(leaving, 10) is None
         recorder.gate.set()

@@ -71,14 +71,22 @@ def test_invalid_input_is_refused_before_the_batch(served) -> None:
 
 
 def test_a_disconnected_client_drops_out_before_its_batch_runs(served, tmp_path) -> None:
+    def seen_held() -> list[list[int]]:
+        return httpx.get(f"{served.url}/seen").json()["held"]
+
+    def held_in_flight() -> float:
+        return metric(served.url, "chutes_in_flight", cord="held")
+
     async def scenario() -> None:
         async with httpx.AsyncClient(timeout=30) as client:
             first = asyncio.ensure_future(client.post(f"{served.url}/held", json={"n": 1}))
-            await asyncio.sleep(0.3)  # the first batch is running, held
-            async with httpx.AsyncClient(timeout=0.3) as impatient:
-                with pytest.raises(httpx.ReadTimeout):
-                    await impatient.post(f"{served.url}/held", json={"n": 2})
-            await asyncio.sleep(0.3)  # the host notices the disconnect
+            await asyncio.to_thread(wait_for, lambda: seen_held() == [[1]], "the first batch held")
+            async with httpx.AsyncClient(timeout=30) as impatient:
+                second = asyncio.ensure_future(impatient.post(f"{served.url}/held", json={"n": 2}))
+                await asyncio.to_thread(wait_for, lambda: held_in_flight() == 2, "2 queued")
+                second.cancel()  # its client leaves while its input waits for a batch
+                await asyncio.gather(second, return_exceptions=True)
+            await asyncio.to_thread(wait_for, lambda: held_in_flight() == 1, "the host to notice")
             (tmp_path / "release").touch()
             assert (await first).json()["double"] == 2
             assert (await client.post(f"{served.url}/held", json={"n": 3})).json()["double"] == 6

@@ -94,6 +94,13 @@ async def test_a_running_job_is_cancelled_at_shutdown_and_says_so() -> None:
     assert (run.status, run.error) == ("failed", "cancelled: the host is shutting down")
 
 
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
 async def test_runs_in_flight_are_capped_and_only_finished_runs_are_forgotten() -> None:
     chute = Chute(username="test", name="jobs-cap")
     gate = asyncio.Event()
@@ -115,11 +122,11 @@ async def test_runs_in_flight_are_capped_and_only_finished_runs_are_forgotten() 
     finished = []
     for _ in range(3):
         finished.append(runner.trigger("quick", {}))
-        await asyncio.sleep(0.01)  # it runs to the end
+        await until(lambda: finished[-1].status == "succeeded", "the quick run to end")
     # Over the history's size, the oldest *finished* runs went; the held ones stay.
     assert first.id in runner.runs and second.id in runner.runs
     assert [run.id for run in finished if run.id in runner.runs] == [finished[-1].id]
     gate.set()
-    await asyncio.sleep(0.01)
+    await until(lambda: first.status == second.status == "succeeded", "the held runs to end")
     assert runner.trigger("held", {}).status == "queued"  # room again
     await runner.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 
 import pytest
@@ -107,3 +108,13 @@ async def test_failures_have_one_body_shape_with_or_without_middleware() -> None
     assert bodies[False] == bodies[True]
     assert bodies[False][:3] == (500, "cord 'chat' failed: RuntimeError: boom", 502)
     assert bodies[False][3] == "upstream for cord 'models' on port 1 is not reachable"
+
+
+async def test_forwarding_failures_are_logged_on_the_passthrough_logger(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="chutes.passthrough")
+    async with ChuteClient(forwarding_chute(middleware=False), plugins=manager()) as client:
+        assert (await client.get("/v1/models")).status_code == 502
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.passthrough"]
+    assert any(
+        m.startswith("passthrough models -> http://127.0.0.1:1/v1/models failed") for m in logged
+    )

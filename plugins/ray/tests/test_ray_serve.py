@@ -178,6 +178,7 @@ def test_the_seed_example_answers_as_under_chutes_run(cluster, local_urls) -> No
         statuses.append(local.status_code)
         # Errors too: the same detail (each request has its own id).
         if on_ray.status_code >= 500:
+            assert "detail" in local.json(), path
             assert without_request_id(on_ray.json()) == without_request_id(local.json()), path
         else:
             assert on_ray.text == local.text, path
@@ -217,14 +218,31 @@ def test_embeddings_answer_as_under_chutes_run(cluster, local_urls) -> None:
 
 @needs_embeddings
 def test_each_replica_ran_startup_once_and_locked_egress(cluster, local_urls) -> None:
-    on_ray = [httpx.get(f"{cluster.url}/emb/probe", timeout=30).json() for _ in range(5)]
-    local = httpx.get(f"{local_urls['minilm']}/probe", timeout=30).json()
-    for seen in on_ray:
-        assert seen["startups"] == 1, seen
-        assert seen["egress_locked"] and seen["outside_refused"], seen
-    assert (local["egress_locked"], local["outside_refused"]) == (True, True)
-    # Served by a Ray replica, not by anything in this test or `chutes run`.
-    assert {seen["pid"] for seen in on_ray}.isdisjoint({os.getpid(), local["pid"]})
+    # The same chute again with two fixed replicas (its own knobs autoscale from one).
+    pair = subprocess.run(
+        [sys.executable, "two_replicas.py", cluster.address],
+        cwd=APPS, env=cluster.env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert pair.returncode == 0, pair.stdout + pair.stderr
+    try:
+        # Ask until both replicas have answered: each reports its own process.
+        seen: dict[int, dict] = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < 2:
+            assert time.monotonic() < deadline, f"only these replicas answered: {seen}"
+            for answer in [httpx.get(f"{cluster.url}/pair/probe", timeout=30) for _ in range(4)]:
+                assert answer.status_code == 200, answer.text
+                seen[answer.json()["pid"]] = answer.json()
+        for probe in seen.values():
+            assert probe["startups"] == 1, probe
+            assert probe["egress_locked"] and probe["outside_refused"], probe
+        # Served by two Ray replicas, not by anything in this test or `chutes run`.
+        local = httpx.get(f"{local_urls['minilm']}/probe", timeout=30).json()
+        assert (local["egress_locked"], local["outside_refused"]) == (True, True)
+        assert set(seen).isdisjoint({os.getpid(), local["pid"]})
+    finally:
+        removed = cluster.chutes("undeploy", "minilm-pair", "--target", "ray", cwd=APPS)
+        assert removed.returncode == 0, removed.stderr
 
 
 @needs_embeddings

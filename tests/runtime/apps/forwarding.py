@@ -38,6 +38,27 @@ async def big(self):
     """Forwarded, with a streamed response body."""
 
 
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/echo")
+async def echo(self):
+    """Forwarded as POST; the upstream says what it received."""
+
+
+@chute.cord(
+    passthrough=True,
+    passthrough_port=PORT,
+    public_api_path="/v1/echo_get",
+    passthrough_path="/v1/echo",
+    method="GET",
+)
+async def echo_get(self):
+    """Forwarded as GET."""
+
+
+@chute.cord(passthrough=True, passthrough_port=PORT, public_api_path="/v1/gzip", method="GET")
+async def gzipped(self):
+    """Forwarded; the engine compresses its answer."""
+
+
 @chute.cord(passthrough=True, passthrough_port=1, public_api_path="/nowhere")
 async def nowhere(self):
     """Forwarded to a port nothing listens on."""

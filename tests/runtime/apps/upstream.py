@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 port, marks = int(sys.argv[1]), Path(sys.argv[2])
 app = FastAPI()
@@ -29,9 +29,14 @@ async def chat(request: Request):
         return {"seen": seen, "choices": [{"message": {"role": "assistant", "content": "hi"}}]}
 
     async def events():
+        released = None
         try:
             for i in range(body.get("chunks", 5)):
-                yield f"data: {json.dumps({'i': i})}\n\n"
+                yield f"data: {json.dumps({'i': i, 'released': released})}\n\n"
+                if i == 0 and body.get("hold"):
+                    # Go on only once the client has seen this first chunk (it says so
+                    # with a mark), or after 10 s: the later chunks tell which it was.
+                    released = await appears(marks / f"release-{body['hold']}", 10)
                 await asyncio.sleep(body.get("delay", 0.05))
             yield "data: [DONE]\n\n"
             (marks / "completed").write_text("yes")
@@ -42,16 +47,52 @@ async def chat(request: Request):
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+async def appears(path: Path, timeout: float) -> bool:
+    for _ in range(int(timeout / 0.02)):
+        if path.exists():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
 @app.post("/v1/slow")
 async def slow(request: Request):
     """Answer (headers and all) only after ``wait`` seconds; note a client that left first."""
     body = await request.json()
+    (marks / f"arrived-{body.get('tag')}").write_text("yes")
     for _ in range(int(body.get("wait", 5) / 0.02)):
+        if body.get("hold") and (marks / f"release-{body.get('tag')}").exists():
+            break  # released early by the test
         if await request.is_disconnected():
             (marks / f"gone-{body.get('tag')}").write_text("yes")
             return JSONResponse({"late": True})
         await asyncio.sleep(0.02)
     return {"slow": body.get("tag")}
+
+
+@app.api_route("/v1/echo", methods=["GET", "POST"])
+async def echo(request: Request):
+    """What arrived, as the engine saw it; answered with headers a proxy must not repeat."""
+    body = await request.body()
+    seen = {
+        "method": request.method,
+        "query": request.url.query,
+        "headers": [[k, v] for k, v in request.headers.items()],
+        "body": len(body),
+    }
+    answer = JSONResponse(seen, headers={"x-engine": "upstream", "server": "engine/1"})
+    answer.set_cookie("a", "1")
+    answer.set_cookie("b", "2")
+    return answer
+
+
+@app.get("/v1/gzip")
+async def gzipped():
+    """A body the engine compressed itself: relayed as it is, never decompressed."""
+    import gzip
+
+    body = gzip.compress(json.dumps({"compressed": True}).encode())
+    return Response(body, media_type="application/json", headers={"content-encoding": "gzip"})
 
 
 @app.post("/v1/fail")

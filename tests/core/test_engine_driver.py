@@ -1,0 +1,176 @@
+"""The engine driver's settings, output and probes, with small stand-ins that start fast
+(``python -c`` scripts and ``python -m http.server``); the OpenAI stand-in is in test_engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from chutes.chute import Chute
+from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
+from chutes_testing.running import free_port
+
+
+class RecordingHost:
+    """Records what the driver asks of the host."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def set_unready(self, reason: str) -> None:
+        self.calls.append(("unready", reason))
+
+    def clear_unready(self, reason: str) -> None:
+        self.calls.append(("ready", reason))
+
+    def request_exit(self, code: int, reason: str) -> None:
+        self.calls.append(("exit", code))
+
+
+async def eventually(condition, what: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def test_settings_are_checked_and_the_defaults_are_the_documented_ones() -> None:
+    for bad in (
+        {"health_interval": 0},
+        {"health_timeout": 0},
+        {"unready_after": 3, "exit_after": 2},
+    ):
+        with pytest.raises(
+            ValueError, match="must be positive, and unready_after at most exit_after"
+        ):
+            OpenAIServerEngine("e", **bad)
+    OpenAIServerEngine("e", unready_after=2, exit_after=2)  # equal is fine
+    with pytest.raises(ValueError) as refused:
+        OpenAIServerEngine("e", api_key="-k")
+    assert str(refused.value) == (
+        "engine 'e': api_key must be non-empty and must not start with '-' "
+        "(the engine's argument parser would read it as a flag)"
+    )
+    engine = OpenAIServerEngine("e", api_key="k")
+    assert engine.base_url == "http://127.0.0.1:10101"
+    assert engine.headers == {"authorization": "Bearer k"}
+    assert engine.server_flags() == ["--host", "127.0.0.1", "--port", "10101", "--api-key", "k"]
+    assert (engine.ready_path, engine.ready_timeout, engine.stop_timeout) == (
+        "/v1/models",
+        1800,
+        30,
+    )
+    assert (engine.health_interval, engine.health_timeout) == (5, 5)
+    assert (engine.unready_after, engine.exit_after) == (20, 120)
+    assert engine.process is None and engine.ready is False
+    chute = Chute(username="me", name="x")
+    assert OpenAIServerEngine.of(chute) is None
+    chute.state.engine = "not an engine"
+    assert OpenAIServerEngine.of(chute) is None
+    assert engine.attach(chute) is engine and OpenAIServerEngine.of(chute) is engine
+    assert engine.of(chute) is engine  # a static method: from an instance too
+
+
+def script(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_one(
+    tmp_path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.early")
+    code = (
+        "import os, sys\n"
+        "print('x' * 200_000, flush=True)\n"  # longer than the pipe reader's line limit
+        "for i in range(30): print(f'line {i}', flush=True)\n"
+        "print('env', os.environ['X_DRIVER'], 'cwd', os.getcwd(), flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    engine = OpenAIServerEngine("early", port=free_port(), stop_timeout=2)
+    with pytest.raises(EngineError) as raised:
+        await engine.start(None, script(code), env={"X_DRIVER": "given"}, cwd=tmp_path)
+    message = str(raised.value)
+    assert message.startswith("early exited with code 3 before it was ready; last output:\n  ")
+    quoted = message.split("last output:\n  ", 1)[1].split("\n  ")
+    assert quoted == [f"line {i}" for i in range(21, 30)] + [f"env given cwd {tmp_path}"]
+    assert engine.process is not None and engine.process.returncode == 3
+    started = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.early"]
+    assert started[0] == f"starting early: {sys.executable} -c {code}"
+
+
+@pytest.fixture
+def site(tmp_path) -> Path:
+    """What ``python -m http.server`` serves: a readiness file at /v1/models and /health."""
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    (tmp_path / "health").write_text("ok")
+    return tmp_path
+
+
+def http_server(engine: OpenAIServerEngine, site: Path) -> list[str]:
+    return [sys.executable, "-m", "http.server", str(engine.port), "--bind", "127.0.0.1",
+            "--directory", str(site)]  # fmt: skip
+
+
+async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
+    # http.server answers POST with 501: the warm-up's completion fails.
+    engine = OpenAIServerEngine(
+        "plain", port=free_port(), stop_timeout=2, warmup=completion_warmup("m")
+    )
+    with pytest.raises(EngineError, match=r"^plain warm-up failed: HTTP 501 "):
+        await engine.start(None, http_server(engine, site))
+    assert engine.process is not None and engine.process.returncode is not None
+    assert not engine.ready
+
+
+async def test_stop_before_start_does_nothing() -> None:
+    engine = OpenAIServerEngine("idle")
+    await engine.stop()
+    assert engine.process is None and not engine.ready
+
+
+async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit(
+    site, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    engine = OpenAIServerEngine(
+        "plain",
+        port=free_port(),
+        ready_path="/health",
+        stop_timeout=2,
+        health_interval=0.05,
+        health_timeout=0.5,
+        unready_after=1.0,
+        exit_after=3.0,
+    )
+    chute = Chute(username="me", name="hang")
+    host = RecordingHost()
+    chute.runtime = host
+    await engine.start(chute, http_server(engine, site))
+    assert engine.process is not None
+    try:
+        assert engine.ready and host.calls == []
+        os.kill(engine.process.pid, signal.SIGSTOP)
+        await eventually(lambda: host.calls, "the host to be made unready")
+        reason = "plain is not answering its health probe (hung or overloaded)"
+        assert host.calls == [("unready", reason)]
+        os.kill(engine.process.pid, signal.SIGCONT)
+        await eventually(lambda: len(host.calls) > 1, "the host to be ready again")
+        assert host.calls[1] == ("ready", reason)
+        os.kill(engine.process.pid, signal.SIGSTOP)
+        await eventually(lambda: ("exit", 1) in host.calls, "the host to be asked to exit")
+        exit_reason = host.calls[-2][1]
+        assert host.calls[2] == ("unready", reason)
+        assert str(exit_reason).startswith("plain has not answered its health probe for ")
+        assert not engine.ready
+    finally:
+        os.kill(engine.process.pid, signal.SIGCONT)
+        await engine.stop()
+    stopping = f"stopping plain (pid {engine.process.pid})"
+    assert stopping in [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
