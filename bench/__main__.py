@@ -1,4 +1,4 @@
-"""python -m bench overhead|passthrough|embeddings|coldstart|rerank|verify|llm|all [figure options]"""
+"""python -m bench overhead|passthrough|embeddings|coldstart|rerank|verify|hostcost|llm|all [figure options]"""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 from bench.common import machine
 
-FIGURES = ("overhead", "passthrough", "embeddings", "coldstart", "rerank", "verify")
+FIGURES = ("overhead", "passthrough", "embeddings", "coldstart", "rerank", "verify", "hostcost")
 
 
 def main() -> None:

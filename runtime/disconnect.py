@@ -11,20 +11,72 @@ its slot until it returns. Either way the request is counted with status 499.
 The watcher task starts only once a request has run for :data:`WATCH_AFTER`
 seconds: most requests finish sooner, and a task per request would cost them
 more than the rest of the host. A client that leaves earlier is noticed then.
+Nor does each request get a timer of its own (on uvloop, arming and
+cancelling one costs more than the host's other checks together): one
+:class:`Clock` per event loop ticks every :data:`WATCH_AFTER` seconds while
+any request is registered with it, and hands each its due time, at most one
+tick late. The body deadline (:func:`chutes_runtime.limits.read_body`) uses
+it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["WATCH_AFTER", "Replay", "Watcher"]
+__all__ = ["WATCH_AFTER", "Clock", "Replay", "Watcher", "clock"]
 
 Message = MutableMapping[str, Any]
+log = logging.getLogger("chutes.runtime")
 #: Seconds a request runs before its connection is watched for a disconnect.
 WATCH_AFTER = 0.01
+
+
+class Clock:
+    """One timer for every request on an event loop: calls each registered entry's
+    ``due()`` once its time has come, at most :data:`WATCH_AFTER` seconds late."""
+
+    __slots__ = ("_handle", "_waiting", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+        self._waiting: dict[Any, float] = {}  # entry -> loop time it is due at
+
+    def add(self, entry: Any, delay: float) -> None:
+        """Call ``entry.due()`` in ``delay`` seconds, unless discarded before."""
+        self._waiting[entry] = self.loop.time() + delay
+        if self._handle is None:
+            self._handle = self.loop.call_later(WATCH_AFTER, self._tick)
+
+    def discard(self, entry: Any) -> None:
+        self._waiting.pop(entry, None)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        waiting = self._waiting
+        for entry in [entry for entry, at in waiting.items() if at <= now]:
+            del waiting[entry]
+            try:
+                entry.due()
+            except Exception:  # one entry's failure must not stop the clock for the others
+                log.exception("a request's timer failed")
+        self._handle = self.loop.call_later(WATCH_AFTER, self._tick) if waiting else None
+
+
+_clock: Clock | None = None
+
+
+def clock() -> Clock:
+    """The clock of the running event loop."""
+    global _clock
+    loop = asyncio.get_running_loop()
+    if _clock is None or _clock.loop is not loop:
+        _clock = Clock(loop)
+    return _clock
 
 
 class Replay:
@@ -54,7 +106,7 @@ class Replay:
 class Watcher:
     """Watches ``receive`` for the disconnect while the current task serves the request."""
 
-    __slots__ = ("_receive", "_task", "_timer", "_watch", "cancel", "left", "replay", "responded")
+    __slots__ = ("_clock", "_receive", "_task", "_watch", "cancel", "left", "replay", "responded")
 
     def __init__(self, receive: Callable[[], Awaitable[Message]], replay: Replay, cancel: bool):
         self.replay = replay
@@ -65,11 +117,13 @@ class Watcher:
         self._receive = receive
         self._task = asyncio.current_task()
         self._watch: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._clock = clock()
+        self._clock.add(self, WATCH_AFTER)
 
-    def _start(self) -> None:
+    def due(self) -> None:
+        """The request has run for :data:`WATCH_AFTER`: watch its connection."""
         if not self.responded:
-            self._watch = asyncio.get_running_loop().create_task(self._run())
+            self._watch = self._clock.loop.create_task(self._run())
 
     async def _run(self) -> None:
         while True:
@@ -85,7 +139,7 @@ class Watcher:
 
     def stop(self) -> None:
         """The request is done: stop watching."""
-        self._timer.cancel()
+        self._clock.discard(self)
         if self._watch is not None:
             self._watch.cancel()
 

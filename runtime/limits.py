@@ -29,9 +29,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+
+from chutes_runtime.disconnect import clock
 
 __all__ = [
     "BodyRefused",
@@ -183,19 +186,45 @@ def has_body(headers: list[tuple[bytes, bytes]]) -> int | None:
 async def read_body(
     receive: Callable[[], Awaitable[Message]], declared: int, max_bytes: int, timeout: float
 ) -> bytes:
-    """The whole body, within ``max_bytes`` and ``timeout``; raises :class:`BodyRefused`."""
+    """The whole body, within ``max_bytes`` and ``timeout``; raises :class:`BodyRefused`.
+
+    The deadline is kept by the event loop's shared clock (no timer of its own:
+    ``asyncio.timeout`` cost a third of the host's own work per request), so
+    it is kept to within one tick (:data:`~chutes_runtime.disconnect.WATCH_AFTER`).
+    """
     if declared > max_bytes:
         raise BodyRefused(413, _too_large(max_bytes))
+    deadline = _Deadline()
+    clock = deadline.clock
+    clock.add(deadline, timeout)
     try:
-        if _TIMEOUT is not None:  # a timer on this task: no task of its own per request
-            async with _TIMEOUT(timeout):
-                return await _read(receive, max_bytes)
-        return await asyncio.wait_for(_read(receive, max_bytes), timeout)
-    except (asyncio.TimeoutError, TimeoutError):
+        return await _read(receive, max_bytes)
+    except asyncio.CancelledError:
+        if not deadline.expired:
+            raise
+        # Cancelled by someone else as well (shutdown): that one goes on.
+        if sys.version_info >= (3, 11) and deadline.task.uncancel() > 0:
+            raise
         raise BodyRefused(408, f"the request body did not arrive within {timeout:g}s") from None
+    finally:
+        clock.discard(deadline)
 
 
-_TIMEOUT = getattr(asyncio, "timeout", None)  # Python 3.11+
+class _Deadline:
+    """Cancels the reading task when due (see :class:`~chutes_runtime.disconnect.Clock`)."""
+
+    __slots__ = ("clock", "expired", "task")
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.clock = clock()
+        self.expired = False
+
+    def due(self) -> None:
+        self.expired = True
+        self.task.cancel("the request body did not arrive in time")
 
 
 async def _read(receive: Callable[[], Awaitable[Message]], max_bytes: int) -> bytes:

@@ -29,6 +29,7 @@ from chutes_runtime import logs
 
 if TYPE_CHECKING:
     import aiohttp
+    from yarl import URL
 
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord
@@ -53,6 +54,10 @@ HOP_BY_HOP = frozenset(
 )
 #: Not relayed from the engine's response: hop-by-hop, and what the server sets itself.
 RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
+# The same, as they come off the wire (lower-cased), so that no header is decoded to be
+# dropped, nor the engine's decoded to be relayed.
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP) | {b"content-length"}
+_RESPONSE_SKIP = frozenset(name.encode() for name in RESPONSE_SKIP)
 #: Seconds to connect to the engine, and to wait for each read from it (504 past them).
 CONNECT_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_CONNECT_TIMEOUT", "10"))
 READ_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_READ_TIMEOUT", "300"))
@@ -150,10 +155,13 @@ class Forwarder:
         target = UpstreamRequest(
             method=cord.method, path=cord.passthrough_path, port=cord.passthrough_port
         )
+        from yarl import URL  # aiohttp's own; parsed once here, not per request
+
+        url = URL(target.url)
 
         async def forward(request: Request) -> Response:
             try:
-                return await self._forward(cord, target, added, request)
+                return await self._forward(cord, target, url, added, request)
             except Exception as exc:
                 log.exception("passthrough cord %s failed", cord.name)
                 return error_response(
@@ -165,15 +173,20 @@ class Forwarder:
         return forward
 
     async def _forward(
-        self, cord: Cord, target: UpstreamRequest, added: dict[str, str], request: Request
+        self,
+        cord: Cord,
+        target: UpstreamRequest,
+        url: URL,
+        added: dict[str, str],
+        request: Request,
     ) -> Response:
         import aiohttp
 
-        headers = {}
-        for raw_name, raw_value in request.scope["headers"]:
-            name = raw_name.decode("latin-1")
-            if name not in HOP_BY_HOP:
-                headers[name] = raw_value.decode("latin-1")
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in request.scope["headers"]
+            if name not in _HOP_BY_HOP
+        }
         # Otherwise the client library would ask for gzip the caller never asked for.
         headers.setdefault("accept-encoding", "identity")
         headers.update(added)  # the client's own authorization never reaches the engine
@@ -181,18 +194,22 @@ class Forwarder:
         upstream = UpstreamRequest(
             target.method, target.path, target.port, query=query, headers=headers
         )
+        where: URL | str = url  # parsed at mount time, when nothing changes it
         if self._adjust is not None:
             self._adjust(self.chute, cord, upstream)
+            upstream.headers.pop("content-length", None)
+            where = upstream.url
+        elif query:
+            where = upstream.url
         # The host has read the whole body already (within its limits): handing it over
         # as bytes sends it with the request head in one write, with its length.
         body = None
         if upstream.method not in ("GET", "HEAD"):
             body = await request.body()
-        upstream.headers.pop("content-length", None)
         try:
             response = await self.session.request(
                 upstream.method,
-                upstream.url,
+                where,
                 headers=upstream.headers,
                 data=body or None,
                 allow_redirects=False,
@@ -206,11 +223,11 @@ class Forwarder:
         except aiohttp.ClientError as exc:
             return _unavailable(502, cord, upstream, exc)
         # The engine's headers as sent, repeated ones (Set-Cookie) included.
-        raw_headers = [
-            (name.lower(), value)
-            for name, value in response.raw_headers
-            if name.lower().decode("latin-1") not in RESPONSE_SKIP
-        ]
+        raw_headers: list[tuple[bytes, bytes]] = []
+        for name, value in response.raw_headers:
+            name = name.lower()
+            if name not in _RESPONSE_SKIP:
+                raw_headers.append((name, value))
         length = response.content_length
         if length is not None and length <= SMALL_BODY:
             try:
