@@ -245,6 +245,7 @@ def _entry_point_names(folder: str, names: list[str]) -> list[str]:
 MUTATION_TARGETS = {
     "runtime/dispatch.py": [
         "tests/runtime/test_dispatch_inprocess.py",
+        "tests/runtime/test_dispatch_accounting.py",
         "tests/runtime/test_readiness.py",
         "tests/runtime/test_serving.py",
         "tests/runtime/test_lifecycle.py",
