@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chutes.chute import Chute
+from chutes_core import progress
 from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
 from chutes_testing.running import free_port
 
@@ -127,6 +129,33 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
         await engine.start(None, http_server(engine, site))
     assert engine.process is not None and engine.process.returncode is not None
     assert not engine.ready
+
+
+async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    warmed: list[str] = []
+
+    async def warmup(engine: OpenAIServerEngine) -> None:
+        warmed.append(engine.name)
+
+    engine = OpenAIServerEngine("plain", port=free_port(), stop_timeout=2, warmup=warmup)
+    tracker = progress.Tracker()
+    token = progress.activate(tracker)
+    try:
+        await engine.start(None, http_server(engine, site))
+    finally:
+        progress.deactivate(token)
+        await engine.stop()
+    assert warmed == ["plain"] and engine.process is not None
+    reported = [(p.name, p.detail, p.state) for p in tracker.snapshot()]
+    assert reported == [
+        (progress.ENGINE_START, f"plain, pid {engine.process.pid}", "done"),
+        (progress.ENGINE_READY, f"plain on {engine.base_url}", "done"),
+        (progress.WARMUP, "plain", "done"),
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    took = [m for line in logged if (m := re.fullmatch(r"plain warmed up in (\d+\.\d)s", line))]
+    assert len(took) == 1 and 0 <= float(took[0].group(1)) < 60, logged
 
 
 async def test_stop_before_start_does_nothing() -> None:
