@@ -90,6 +90,7 @@ async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_on
     code = (
         "import os, sys\n"
         "print('x' * 200_000, flush=True)\n"  # longer than the pipe reader's line limit
+        "sys.stdout.buffer.write(b'bad \\xff byte\\n'); sys.stdout.flush()\n"
         "for i in range(30): print(f'line {i}', flush=True)\n"
         "print('env', os.environ['X_DRIVER'], 'cwd', os.getcwd(), flush=True)\n"
         "sys.exit(3)\n"
@@ -104,6 +105,8 @@ async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_on
     assert engine.process is not None and engine.process.returncode == 3
     started = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.early"]
     assert started[0] == f"starting early: {sys.executable} -c {code}"
+    # Each line of output is logged with the engine's name, undecodable bytes replaced.
+    assert "[early] bad \ufffd byte" in started and "[early] line 29" in started
 
 
 @pytest.fixture
@@ -128,7 +131,7 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
     with pytest.raises(EngineError, match=r"^plain warm-up failed: HTTP 501 "):
         await engine.start(None, http_server(engine, site))
     assert engine.process is not None and engine.process.returncode is not None
-    assert not engine.ready
+    assert engine.ready is False
 
 
 async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog) -> None:
