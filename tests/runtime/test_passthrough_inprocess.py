@@ -225,7 +225,8 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
             raise RuntimeError("no abort endpoint")
 
         async def tell_the_engine() -> None:
-            raise RuntimeError("abort refused")
+            if request_id == "work-fails":
+                raise RuntimeError("abort refused")
 
         return tell_the_engine()
 
@@ -237,7 +238,7 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
             timed_chute(port, None), plugins=manager(passthrough_abort=passthrough_abort)
         ) as client:
             left = asyncio.Event()
-            for request_id in ("hook-fails", "work-fails"):
+            for request_id in ("hook-fails", "work-fails", "works"):
                 received.clear()
                 left.clear()
 
@@ -260,6 +261,7 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
             deadline = time.monotonic() + 10
             while len(logged()) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # an abort that worked logs nothing
     finally:
         server.close()
         await server.wait_closed()
@@ -290,6 +292,26 @@ async def test_closing_the_host_closes_its_pooled_engine_connections() -> None:
             await asyncio.sleep(0.1)
             assert not closed.is_set()  # kept alive while the host serves
         await asyncio.wait_for(closed.wait(), 10)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_redirect_from_the_engine_is_relayed_not_followed() -> None:
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /v1/models\r\n")
+                writer.write(b"content-length: 0\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
+            answer = await client.get("/v1/models")
+            assert answer.status_code == 307 and answer.headers["location"] == "/v1/models"
     finally:
         server.close()
         await server.wait_closed()
