@@ -274,7 +274,8 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
     assert hook_failed.exc_info is not None
 
 
-async def test_closing_the_host_closes_its_pooled_engine_connections() -> None:
+async def test_closing_the_host_closes_its_pooled_engine_connections(caplog) -> None:
+    caplog.set_level(logging.ERROR)
     closed = asyncio.Event()
 
     async def answer_and_keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -293,6 +294,7 @@ async def test_closing_the_host_closes_its_pooled_engine_connections() -> None:
             await asyncio.sleep(0.1)
             assert not closed.is_set()  # kept alive while the host serves
         await asyncio.wait_for(closed.wait(), 10)
+        assert [r.getMessage() for r in caplog.records] == []  # nothing failed on the way
     finally:
         server.close()
         await server.wait_closed()
@@ -316,3 +318,25 @@ async def test_a_redirect_from_the_engine_is_relayed_not_followed() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_body_sent_with_a_get_is_not_forwarded() -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).lower())
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
+            answer = await client.request("GET", "/v1/models", content=b"abc")
+            assert answer.status_code == 200
+    finally:
+        server.close()
+        await server.wait_closed()
+    (head,) = heads
+    assert head.startswith(b"get /v1/models ") and b"content-length" not in head, head
