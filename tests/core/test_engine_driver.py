@@ -134,14 +134,21 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
     assert engine.ready is False
 
 
-async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog) -> None:
+async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog, monkeypatch) -> None:
     caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    # The engine is on loopback: a proxy in the environment must not be asked for it.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     warmed: list[str] = []
 
     async def warmup(engine: OpenAIServerEngine) -> None:
         warmed.append(engine.name)
 
-    engine = OpenAIServerEngine("plain", port=free_port(), stop_timeout=2, warmup=warmup)
+    engine = OpenAIServerEngine(
+        "plain", port=free_port(), stop_timeout=2, warmup=warmup, ready_timeout=20
+    )
     tracker = progress.Tracker()
     token = progress.activate(tracker)
     try:
@@ -159,6 +166,10 @@ async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog) -> No
     logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
     took = [m for line in logged if (m := re.fullmatch(r"plain warmed up in (\d+\.\d)s", line))]
     assert len(took) == 1 and 0 <= float(took[0].group(1)) < 60, logged
+    ready = [m for line in logged if (m := re.fullmatch(r"plain ready in (\d+\.\d)s", line))]
+    assert len(ready) == 1 and 0 <= float(ready[0].group(1)) < 10, logged
+    # Ready within 10 s: no "still waiting" report.
+    assert not [line for line in logged if line.startswith("waiting for")], logged
 
 
 async def test_stop_before_start_does_nothing() -> None:
