@@ -81,7 +81,8 @@ class _Incoming:
     __slots__ = ("headers", "method", "url")
 
     def __init__(self, scope: Mapping[str, Any]) -> None:
-        self.method = scope["method"]
+        # A websocket's scope has no method: its handshake is a GET.
+        self.method = scope.get("method", "GET")
         path = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string") or b""
         target = path + b"?" + query if query else path

@@ -149,7 +149,8 @@ async def test_death_after_ready_against_the_real_host() -> None:
         assert client.host.exit_code == 1
 
 
-async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None:
+async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="chutes.engine.standin")
     engine, chute, host = engine_and_chute()
     child_file = tmp_path / "child.pid"
     await engine.start(chute, argv(engine, "--ignore-sigterm", "--spawn-child", str(child_file)))
@@ -159,11 +160,13 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path) -> None
     assert engine.process is not None and engine.process.returncode == -signal.SIGKILL
     await eventually(lambda: not alive(child), "the engine's child to be gone after stop()")
     assert host.exits == []
+    warned = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.standin"]
+    assert warned == ["standin ignored SIGTERM for 2s; killing it"]
 
 
 async def test_not_ready_in_time_is_an_error_and_cleans_up() -> None:
     engine, chute, _ = engine_and_chute(ready_timeout=1.0)
-    with pytest.raises(EngineError, match="not ready after 1s"):
+    with pytest.raises(EngineError, match=r"^standin was not ready after 1s(; last output|$)"):
         await engine.start(chute, argv(engine, "--slow-start", "30"))
     assert engine.process is not None and engine.process.returncode is not None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chutes.chute import Chute
+from chutes_core import progress
 from chutes_core.engines.process import EngineError, OpenAIServerEngine, completion_warmup
 from chutes_testing.running import free_port
 
@@ -88,6 +90,7 @@ async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_on
     code = (
         "import os, sys\n"
         "print('x' * 200_000, flush=True)\n"  # longer than the pipe reader's line limit
+        "sys.stdout.buffer.write(b'bad \\xff byte\\n'); sys.stdout.flush()\n"
         "for i in range(30): print(f'line {i}', flush=True)\n"
         "print('env', os.environ['X_DRIVER'], 'cwd', os.getcwd(), flush=True)\n"
         "sys.exit(3)\n"
@@ -102,6 +105,8 @@ async def test_an_early_exit_quotes_the_last_ten_lines_even_after_an_overlong_on
     assert engine.process is not None and engine.process.returncode == 3
     started = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.early"]
     assert started[0] == f"starting early: {sys.executable} -c {code}"
+    # Each line of output is logged with the engine's name, undecodable bytes replaced.
+    assert "[early] bad \ufffd byte" in started and "[early] line 29" in started
 
 
 @pytest.fixture
@@ -126,7 +131,45 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
     with pytest.raises(EngineError, match=r"^plain warm-up failed: HTTP 501 "):
         await engine.start(None, http_server(engine, site))
     assert engine.process is not None and engine.process.returncode is not None
-    assert not engine.ready
+    assert engine.ready is False
+
+
+async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog, monkeypatch) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    # The engine is on loopback: a proxy in the environment must not be asked for it.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    warmed: list[str] = []
+
+    async def warmup(engine: OpenAIServerEngine) -> None:
+        warmed.append(engine.name)
+
+    engine = OpenAIServerEngine(
+        "plain", port=free_port(), stop_timeout=2, warmup=warmup, ready_timeout=20
+    )
+    tracker = progress.Tracker()
+    token = progress.activate(tracker)
+    try:
+        await engine.start(None, http_server(engine, site))
+    finally:
+        progress.deactivate(token)
+        await engine.stop()
+    assert warmed == ["plain"] and engine.process is not None
+    reported = [(p.name, p.detail, p.state) for p in tracker.snapshot()]
+    assert reported == [
+        (progress.ENGINE_START, f"plain, pid {engine.process.pid}", "done"),
+        (progress.ENGINE_READY, f"plain on {engine.base_url}", "done"),
+        (progress.WARMUP, "plain", "done"),
+    ]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    took = [m for line in logged if (m := re.fullmatch(r"plain warmed up in (\d+\.\d)s", line))]
+    assert len(took) == 1 and 0 <= float(took[0].group(1)) < 60, logged
+    ready = [m for line in logged if (m := re.fullmatch(r"plain ready in (\d+\.\d)s", line))]
+    assert len(ready) == 1 and 0 <= float(ready[0].group(1)) < 10, logged
+    # Ready within 10 s: no "still waiting" report.
+    assert not [line for line in logged if line.startswith("waiting for")], logged
 
 
 async def test_stop_before_start_does_nothing() -> None:

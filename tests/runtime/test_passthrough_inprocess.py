@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 import types
+from collections.abc import Iterator
 
 import pytest
 
 from chutes.chute import Chute
 from chutes_core import hookimpl
 from chutes_core.plugins import PluginManager
+from chutes_runtime import passthrough
 from chutes_testing import ChuteClient
 
 
@@ -118,3 +127,216 @@ async def test_forwarding_failures_are_logged_on_the_passthrough_logger(caplog) 
     assert any(
         m.startswith("passthrough models -> http://127.0.0.1:1/v1/models failed") for m in logged
     )
+
+
+def test_a_failed_forward_is_logged_with_the_cords_name(caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="chutes.passthrough")
+
+    def passthrough(request):
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        async with ChuteClient(
+            forwarding_chute(middleware=False), plugins=manager(passthrough=passthrough)
+        ) as client:
+            assert (await client.post("/v1/chat", json={})).status_code == 500
+
+    asyncio.run(scenario())
+    failed = [r for r in caplog.records if r.name == "chutes.passthrough"]
+    assert [r.getMessage() for r in failed] == ["passthrough cord chat failed"]
+    assert failed[0].exc_info is not None
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a further connect is never answered
+    (the kernel drops its SYN), so it times out; no packet leaves loopback."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    first = socket.create_connection(listener.getsockname())  # fills the queue; never accepted
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        first.close()
+        listener.close()
+
+
+def timed_chute(port: int, connect_timeout: float | None) -> Chute:
+    chute = Chute(username="test", name="timeouts")
+
+    @chute.cord(
+        passthrough=True,
+        passthrough_port=port,
+        public_api_path="/v1/models",
+        method="GET",
+        passthrough_connect_timeout=connect_timeout,
+    )
+    async def models(self):
+        """Forwarded."""
+
+    return chute
+
+
+async def timed_get(chute: Chute) -> tuple[int, str, float]:
+    async with ChuteClient(chute, plugins=manager()) as client:
+        began = time.monotonic()
+        answer = await client.get("/v1/models")
+        return answer.status_code, answer.json()["detail"], time.monotonic() - began
+
+
+def test_a_connect_that_is_never_answered_times_out_with_504() -> None:
+    with unanswered_port() as port:
+        # The cord's own connect timeout (the host's is 10 s).
+        status, detail, took = asyncio.run(timed_get(timed_chute(port, 0.3)))
+        assert (status, detail.split(": ")[0]) == (
+            504,
+            f"upstream for cord 'models' on port {port} timed out",
+        )
+        assert took < 5
+        # The host's, from CHUTES_PASSTHROUGH_CONNECT_TIMEOUT (read at import: a fresh process).
+        code = (
+            "import asyncio, sys\n"
+            "from tests.runtime.test_passthrough_inprocess import timed_chute, timed_get\n"
+            f"status, _, took = asyncio.run(timed_get(timed_chute({port}, None)))\n"
+            "print(status, took < 5)\n"
+        )
+        env = {**os.environ, "CHUTES_PASSTHROUGH_CONNECT_TIMEOUT": "0.3"}
+        ran = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.split() == ["504", "True"], ran.stdout  # 0.3 s, not the default 10 s
+    assert passthrough.CONNECT_TIMEOUT == 10  # the documented default, unset here
+
+
+async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="chutes.passthrough")
+    received = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        received.set()
+        with contextlib.suppress(Exception):
+            await reader.read()  # until the host drops the connection
+        writer.close()
+
+    def passthrough_abort(chute, cord, request, request_id):
+        if request_id == "hook-fails":
+            raise RuntimeError("no abort endpoint")
+
+        async def tell_the_engine() -> None:
+            if request_id == "work-fails":
+                raise RuntimeError("abort refused")
+
+        return tell_the_engine()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    logged = lambda: [r.getMessage() for r in caplog.records if r.name == "chutes.passthrough"]  # noqa: E731
+    try:
+        async with ChuteClient(
+            timed_chute(port, None), plugins=manager(passthrough_abort=passthrough_abort)
+        ) as client:
+            left = asyncio.Event()
+            for request_id in ("hook-fails", "work-fails", "works"):
+                received.clear()
+                left.clear()
+
+                async def receive() -> dict:
+                    await received.wait()  # the client leaves once the engine has the request
+                    left.set()
+                    return {"type": "http.disconnect"}
+
+                async def send(message: dict) -> None:
+                    raise AssertionError(f"answered a client that left: {message}")
+
+                scope = {
+                    "type": "http", "method": "GET", "path": "/v1/models", "raw_path": b"/v1/models",
+                    "query_string": b"", "headers": [(b"x-request-id", request_id.encode())],
+                    "scheme": "http", "server": ("chute.test", 80), "client": ("127.0.0.1", 1),
+                    "root_path": "", "http_version": "1.1", "asgi": {"version": "3.0"},
+                }  # fmt: skip
+                await asyncio.wait_for(client.host(scope, receive, send), 10)
+                assert left.is_set()
+            deadline = time.monotonic() + 10
+            while len(logged()) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)  # an abort that worked logs nothing
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert logged() == [
+        "the passthrough_abort hook failed",
+        "passthrough_abort failed: abort refused",
+    ]
+    hook_failed = next(r for r in caplog.records if r.getMessage().startswith("the passthrough"))
+    assert hook_failed.exc_info is not None
+
+
+async def test_closing_the_host_closes_its_pooled_engine_connections(caplog) -> None:
+    caplog.set_level(logging.ERROR)
+    closed = asyncio.Event()
+
+    async def answer_and_keep(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await reader.read()  # the connection stays in the host's pool until it is closed
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(answer_and_keep, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
+            assert (await client.get("/v1/models")).status_code == 200
+            await asyncio.sleep(0.1)
+            assert not closed.is_set()  # kept alive while the host serves
+        await asyncio.wait_for(closed.wait(), 10)
+        assert [r.getMessage() for r in caplog.records] == []  # nothing failed on the way
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_redirect_from_the_engine_is_relayed_not_followed() -> None:
+    async def redirect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /v1/models\r\n")
+                writer.write(b"content-length: 0\r\n\r\n")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
+            answer = await client.get("/v1/models")
+            assert answer.status_code == 307 and answer.headers["location"] == "/v1/models"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_sent_with_a_get_is_not_forwarded() -> None:
+    heads: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append((await reader.readuntil(b"\r\n\r\n")).lower())
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
+            answer = await client.request("GET", "/v1/models", content=b"abc")
+            assert answer.status_code == 200
+    finally:
+        server.close()
+        await server.wait_closed()
+    (head,) = heads
+    assert head.startswith(b"get /v1/models ") and b"content-length" not in head, head
