@@ -217,3 +217,69 @@ async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit
         await engine.stop()
     stopping = f"stopping plain (pid {engine.process.pid})"
     assert stopping in [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+
+
+def slow_clock():
+    """Readings of the driver's clock while an engine loads for 40 s: 1000 when it starts,
+    then per round of the readiness loop ``now`` (every 5 s) and _exited(0.5)'s deadline
+    and check; then (stop()) a clock that hardly moves."""
+    yield 1000.0
+    for second in range(5, 45, 5):
+        yield from (1000.0 + second, 1000.0 + second, 1001.0 + second)
+    later = 2000.0
+    while True:
+        yield later
+        later += 0.001
+
+
+async def test_a_slow_engine_is_reported_every_ten_seconds_until_it_is_given_up(
+    caplog, monkeypatch
+) -> None:
+    """40 s of loading pass in a few real milliseconds; nothing listens on the port."""
+    from chutes_core.engines import process as driver
+
+    readings = slow_clock()
+    clock = type("Clock", (), {"monotonic": staticmethod(lambda: next(readings))})
+    monkeypatch.setattr(driver, "time", clock)
+    caplog.set_level(logging.INFO, logger="chutes.engine.slow")
+    engine = OpenAIServerEngine("slow", port=free_port(), ready_timeout=35, stop_timeout=30)
+    with pytest.raises(EngineError, match=r"^slow was not ready after 35s$"):
+        await engine.start(None, script("import time; time.sleep(60)"))
+    assert engine.process is not None and engine.process.returncode == -signal.SIGTERM
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.slow"]
+    # Due 10 s after the start, then 10 s after the last report; met exactly each time.
+    assert [line for line in logged if line.startswith("waiting")] == [
+        "waiting for slow to be ready (10s so far)",
+        "waiting for slow to be ready (20s so far)",
+        "waiting for slow to be ready (30s so far)",
+    ]
+
+
+class StopWaitsForTheMonitor(OpenAIServerEngine):
+    """Once stop() has seen the engine exit, it lets the exit monitor see it too before
+    the monitor is cancelled: without this the two race."""
+
+    monitor_saw_the_exit: asyncio.Event
+
+    async def _exited(self, timeout: float | None) -> int | None:
+        code = await super()._exited(timeout)
+        if timeout is None:  # the monitor (stop() waits with its stop_timeout)
+            self.monitor_saw_the_exit.set()
+        elif code is not None:
+            await self.monitor_saw_the_exit.wait()
+        return code
+
+
+async def test_a_requested_stop_is_not_reported_as_a_death(site, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    engine = StopWaitsForTheMonitor("plain", port=free_port(), stop_timeout=10, health_interval=60)
+    engine.monitor_saw_the_exit = asyncio.Event()
+    chute = Chute(username="me", name="stopped")
+    host = RecordingHost()
+    chute.runtime = host
+    await engine.start(chute, http_server(engine, site))
+    await engine.stop()
+    assert engine.monitor_saw_the_exit.is_set()
+    assert host.calls == [] and not engine.ready
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    assert not [line for line in logged if "exited with code" in line], logged
