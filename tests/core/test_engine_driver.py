@@ -283,3 +283,39 @@ async def test_a_requested_stop_is_not_reported_as_a_death(site, caplog) -> None
     assert host.calls == [] and not engine.ready
     logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
     assert not [line for line in logged if "exited with code" in line], logged
+
+
+WARMUP_STANDIN = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"])).decode()
+        print(self.path, self.headers["authorization"], body, flush=True)
+        self.send_response(400); self.end_headers(); self.wfile.write(b"e" * 600)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+async def test_the_completion_warm_up_asks_for_one_token_and_quotes_a_refusal(
+    caplog, monkeypatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.warm")
+    # The engine is on loopback: a proxy in the environment must not be asked for it.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    engine = OpenAIServerEngine(
+        "warm", port=free_port(), stop_timeout=2, warmup=completion_warmup("m")
+    )
+    # 400 is the first failure (>= 400); only the first 500 characters are quoted.
+    with pytest.raises(EngineError) as raised:
+        await engine.start(None, [*script(WARMUP_STANDIN), str(engine.port)])
+    assert str(raised.value) == "warm warm-up failed: HTTP 400 " + "e" * 500
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.warm"]
+    asked = '{"model":"m","prompt":"Hello","max_tokens":1}'
+    assert f"[warm] /v1/completions Bearer {engine.api_key} {asked}" in logged, logged
