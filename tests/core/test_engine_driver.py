@@ -35,6 +35,14 @@ class RecordingHost:
         self.calls.append(("exit", code))
 
 
+def proxy_everywhere(monkeypatch) -> None:
+    """The engine is on loopback: a proxy in the environment must not be asked for it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
 async def eventually(condition, what: str, timeout: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
@@ -136,11 +144,7 @@ async def test_a_failed_warm_up_says_so_and_stops_the_engine(site) -> None:
 
 async def test_start_reports_its_phases_and_logs_the_warm_up(site, caplog, monkeypatch) -> None:
     caplog.set_level(logging.INFO, logger="chutes.engine.plain")
-    # The engine is on loopback: a proxy in the environment must not be asked for it.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    proxy_everywhere(monkeypatch)
     warmed: list[str] = []
 
     async def warmup(engine: OpenAIServerEngine) -> None:
@@ -179,9 +183,10 @@ async def test_stop_before_start_does_nothing() -> None:
 
 
 async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit(
-    site, caplog
+    site, caplog, monkeypatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    proxy_everywhere(monkeypatch)  # the probes too go straight to the engine
     engine = OpenAIServerEngine(
         "plain",
         port=free_port(),
@@ -211,7 +216,7 @@ async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit
         exit_reason = host.calls[-2][1]
         assert host.calls[2] == ("unready", reason)
         assert str(exit_reason).startswith("plain has not answered its health probe for ")
-        assert not engine.ready
+        assert engine.ready is False
     finally:
         os.kill(engine.process.pid, signal.SIGCONT)
         await engine.stop()
@@ -304,11 +309,7 @@ async def test_the_completion_warm_up_asks_for_one_token_and_quotes_a_refusal(
     caplog, monkeypatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="chutes.engine.warm")
-    # The engine is on loopback: a proxy in the environment must not be asked for it.
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    proxy_everywhere(monkeypatch)
     engine = OpenAIServerEngine(
         "warm", port=free_port(), stop_timeout=2, warmup=completion_warmup("m")
     )
