@@ -320,3 +320,59 @@ async def test_the_completion_warm_up_asks_for_one_token_and_quotes_a_refusal(
     logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.warm"]
     asked = '{"model":"m","prompt":"Hello","max_tokens":1}'
     assert f"[warm] /v1/completions Bearer {engine.api_key} {asked}" in logged, logged
+
+
+class SteppingClock:
+    """A stand-in for the driver's clock: one second later at each reading, while ticking."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start - 1
+        self.ticking = True
+
+    def monotonic(self) -> float:
+        if self.ticking:
+            self.now += 1
+        return self.now
+
+
+async def test_a_failing_probe_counts_its_silence_from_one_interval_before_it_failed(
+    site, caplog, monkeypatch
+) -> None:
+    """The probe reads the clock once a failed round: at 100, 101, ... Silence counts from
+    a quarter second (one interval) before the first failure, so it is k + 0.25 at round
+    k and meets both limits exactly."""
+    from chutes_core.engines import process as driver
+
+    caplog.set_level(logging.INFO, logger="chutes.engine.plain")
+    engine = OpenAIServerEngine(
+        "plain",
+        port=free_port(),
+        stop_timeout=2,
+        health_interval=0.25,
+        unready_after=2.25,
+        exit_after=4.25,
+    )
+    chute = Chute(username="me", name="silent")
+    host = RecordingHost()
+    unready_at: list[float] = []
+    host.set_unready = lambda reason: (  # type: ignore[method-assign]
+        unready_at.append(clock.now),
+        host.calls.append(("unready", reason)),
+    )
+    chute.runtime = host
+    await engine.start(chute, http_server(engine, site))
+    clock = SteppingClock(100.0)
+    monkeypatch.setattr(driver, "time", clock)
+    engine.ready_path = "/missing"  # answered at once, with 404: every probe fails
+    try:
+        await eventually(lambda: ("exit", 1) in host.calls, "the host to be asked to exit")
+        assert engine.ready is False  # before stop() clears it too
+    finally:
+        clock.ticking = False
+        await engine.stop()
+    hung = "plain is not answering its health probe (hung or overloaded)"
+    silent = "plain has not answered its health probe for 4s"
+    assert host.calls == [("unready", hung), ("unready", silent), ("exit", 1)]
+    assert unready_at == [102.0, 104.0]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    assert silent in logged, logged
