@@ -220,8 +220,9 @@ async def test_a_hang_turns_the_host_unready_then_ready_again_then_makes_it_exit
     finally:
         os.kill(engine.process.pid, signal.SIGCONT)
         await engine.stop()
-    stopping = f"stopping plain (pid {engine.process.pid})"
-    assert stopping in [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
+    assert f"stopping plain (pid {engine.process.pid})" in logged
+    assert logged.count("plain answers its health probe again") == 1, logged
 
 
 def slow_clock():
@@ -288,6 +289,8 @@ async def test_a_requested_stop_is_not_reported_as_a_death(site, caplog) -> None
     assert host.calls == [] and not engine.ready
     logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
     assert not [line for line in logged if "exited with code" in line], logged
+    # It went at SIGTERM, well within stop_timeout: no SIGKILL warning.
+    assert not [line for line in logged if "ignored SIGTERM" in line], logged
 
 
 WARMUP_STANDIN = """
@@ -376,3 +379,10 @@ async def test_a_failing_probe_counts_its_silence_from_one_interval_before_it_fa
     assert unready_at == [102.0, 104.0]
     logged = [r.getMessage() for r in caplog.records if r.name == "chutes.engine.plain"]
     assert silent in logged, logged
+
+
+async def test_an_early_exit_without_output_quotes_nothing() -> None:
+    engine = OpenAIServerEngine("mute", port=free_port(), stop_timeout=2)
+    with pytest.raises(EngineError) as raised:
+        await engine.start(None, script("raise SystemExit(4)"))
+    assert str(raised.value) == "mute exited with code 4 before it was ready"
