@@ -381,8 +381,12 @@ async def test_a_failing_probe_counts_its_silence_from_one_interval_before_it_fa
     assert silent in logged, logged
 
 
-async def test_an_early_exit_without_output_quotes_nothing() -> None:
+async def test_an_early_exit_without_output_quotes_nothing(caplog) -> None:
+    caplog.set_level(logging.INFO, logger="chutes.engine.mute")
     engine = OpenAIServerEngine("mute", port=free_port(), stop_timeout=2)
     with pytest.raises(EngineError) as raised:
-        await engine.start(None, script("raise SystemExit(4)"))
+        await engine.start(None, [*script("raise SystemExit(4)"), "--api-key", engine.api_key])
     assert str(raised.value) == "mute exited with code 4 before it was ready"
+    # The key is not logged with the command line.
+    started = f"starting mute: {sys.executable} -c raise SystemExit(4) --api-key ***"
+    assert started in [r.getMessage() for r in caplog.records if r.name == "chutes.engine.mute"]
