@@ -113,7 +113,7 @@ async def test_death_after_ready_makes_the_host_unready_and_exit(
     await eventually(lambda: host.exits, "the driver to report the death")
     assert host.exits == [1]
     assert "standin exited with code -9" in host.unready[0]
-    assert not engine.ready
+    assert engine.ready is False
     if child_holds_the_pipe:
         assert alive(int(child_file.read_text()))  # the pipe really was still held open
     await engine.stop()
