@@ -13,6 +13,7 @@ import time
 import types
 
 import pytest
+from stevedore import ExtensionManager
 
 from chutes.chute import Chute
 from chutes_core import hookimpl
@@ -51,6 +52,9 @@ def installed(tmp_path, monkeypatch):
     (tmp_path / "fake_plugin.py").write_text(FAKE)
     (tmp_path / "broken_plugin.py").write_text("raise ImportError('no such engine')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    # stevedore keeps each namespace's entry points for the life of the process: a
+    # manager made earlier in this process would hide the distribution added here.
+    monkeypatch.setattr(ExtensionManager, "ENTRY_POINT_CACHE", {})
     monkeypatch.delitem(sys.modules, "fake_plugin", raising=False)
     monkeypatch.delitem(sys.modules, "broken_plugin", raising=False)
     return tmp_path
