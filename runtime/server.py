@@ -20,6 +20,7 @@ from typing import Any
 from chutes_core.chute import Chute
 from chutes_core.refs import RefError, load_ref
 from chutes_runtime import egress, logs, netns
+from chutes_runtime.coalesce import coalescing
 from chutes_runtime.host import Host
 from chutes_runtime.limits import header_deadline
 from chutes_runtime.warmup import attach_display
@@ -97,8 +98,9 @@ def serve(
         timeout_graceful_shutdown=grace,
         # h11's cap on an incomplete request head (uvicorn's httptools has its own).
         h11_max_incomplete_event_size=app.limits.max_header_bytes,
-        # uvicorn has no deadline for a request head: this protocol adds one (408).
-        http=header_deadline(app.limits.header_timeout),
+        # uvicorn has no deadline for a request head: this protocol adds one (408);
+        # under load, its writes leave at the end of the loop's turn (coalesce).
+        http=header_deadline(app.limits.header_timeout, base=coalescing()),
         log_level=(log_level or "info").lower(),
     )
     server = _draining_server(config, app)
