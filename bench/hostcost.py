@@ -10,7 +10,7 @@ work and little of the shared machine's noise:
 - ``chutes passthrough``: the host serving ``apps/forward.py``, forwarding to
   a stand-in upstream in the same event loop (a bare asyncio protocol that
   answers every request with the same small JSON, so nearly all of the time
-  is the host's and aiohttp's).
+  is the host's and its engine client's).
 
 Each system runs in its own process (``--worker``); the parent has them
 measure in turn, round after round, so noise hits them alike. ``--before DIR``

@@ -1,8 +1,9 @@
 """Forwarding passthrough cords to a server on loopback.
 
-One pooled aiohttp client session per host (its connection pool stays cheap
-per request however many connections are open, unlike httpx's). Request and
-response bodies are streamed in both directions; when the client goes away
+Requests go to the engine over pooled keep-alive connections
+(:mod:`chutes_runtime.upstream`), each as one write of a head built from
+the client's headers as they came and the body the host has read; the
+engine's answer is relayed as it arrives. When the client goes away
 mid-response the upstream connection is closed, so the engine sees the
 disconnect and can abort the work; the same happens when the client leaves
 before the engine has answered (the serving task is cancelled, see
@@ -26,11 +27,16 @@ from starlette.responses import JSONResponse, Response
 
 from chutes_core.passthrough import UpstreamRequest
 from chutes_runtime import logs
+from chutes_runtime import upstream as upstream_client
+from chutes_runtime.upstream import (
+    Pool,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    check_header,
+    request_head,
+)
 
 if TYPE_CHECKING:
-    import aiohttp
-    from yarl import URL
-
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord
     from chutes_core.plugins import PluginManager
@@ -55,8 +61,9 @@ HOP_BY_HOP = frozenset(
 #: Not relayed from the engine's response: hop-by-hop, and what the server sets itself.
 RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
 # The same, as they come off the wire (lower-cased), so that no header is decoded to be
-# dropped, nor the engine's decoded to be relayed.
-_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP) | {b"content-length"}
+# dropped, nor the engine's decoded to be relayed. The body goes with the head (its
+# length is the host's), so the client's expectation of a 100 Continue stays here too.
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP) | {b"content-length", b"expect"}
 _RESPONSE_SKIP = frozenset(name.encode() for name in RESPONSE_SKIP)
 #: Seconds to connect to the engine, and to wait for each read from it (504 past them).
 CONNECT_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_CONNECT_TIMEOUT", "10"))
@@ -71,46 +78,25 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Forwarder:
-    """Forwards the passthrough cords of one chute, over one pooled client session."""
+    """Forwards the passthrough cords of one chute, over pooled engine connections."""
 
     def __init__(self, chute: Chute, plugins: PluginManager) -> None:
         self.chute = chute
         self.plugins = plugins
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[tuple[str, int], Pool] = {}
         self._handlers: dict[str, Handler] = {}
         # Per-request hooks only when an installed plugin has one: most chutes pay nothing.
         self._adjust = plugins.passthrough if plugins.implementers("passthrough") else None
         self._abort_hook = (
             plugins.passthrough_abort if plugins.implementers("passthrough_abort") else None
         )
-        self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._aborts: set[asyncio.Future[Any]] = set()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            import aiohttp  # only chutes with passthrough cords pay for it
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                auto_decompress=False,  # relay bodies exactly as the engine encoded them
-                trust_env=False,
-            )
-        return self._session
-
-    def _timeout(self, cord: Cord) -> aiohttp.ClientTimeout:
-        """Connect and idle-read timeouts of ``cord`` (the cord's own, else the host's)."""
-        import aiohttp
-
-        key = cord.name
-        made = self._timeouts.get(key)
+    def pool(self, host: str, port: int) -> Pool:
+        """The connections to the engine at ``host``:``port`` (made on first use)."""
+        made = self._pools.get((host, port))
         if made is None:
-            connect = cord.passthrough_connect_timeout or CONNECT_TIMEOUT
-            read = cord.passthrough_read_timeout or READ_TIMEOUT
-            made = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, sock_connect=connect, sock_read=read
-            )
+            made = self._pools[host, port] = Pool(host, port)
         return made
 
     def _abort(self, cord: Cord, upstream: UpstreamRequest) -> None:
@@ -134,34 +120,36 @@ class Forwarder:
             log.warning("passthrough_abort failed: %s", task.exception())
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
 
     def handler(self, cord: Cord) -> Handler:
         """The handler forwarding ``cord``'s requests, made once per cord.
 
         The headers plugins add (an engine's API key) are resolved here, at
-        mount time. Whatever fails answers 500 in the same shape as a failed
-        cord (``detail`` and ``request_id``), whichever way the request came in.
+        mount time, as is everything else about the request that does not
+        change per request. Whatever fails answers 500 in the same shape as a
+        failed cord (``detail`` and ``request_id``), whichever way the request came in.
         """
         made = self._handlers.get(cord.name)
         if made is not None:
             return made
         assert cord.passthrough_port is not None and cord.passthrough_path is not None
-        added = self.plugins.passthrough_headers(self.chute, cord)
+        added = {
+            name.lower(): value
+            for name, value in self.plugins.passthrough_headers(self.chute, cord).items()
+        }
         # The engine route's own method: the internal path is always POST, even
         # for a GET route such as /v1/models.
         target = UpstreamRequest(
             method=cord.method, path=cord.passthrough_path, port=cord.passthrough_port
         )
-        from yarl import URL  # aiohttp's own; parsed once here, not per request
-
-        url = URL(target.url)
+        route = _Route(cord, target, added, self.pool(target.host, target.port))
 
         async def forward(request: Request) -> Response:
             try:
-                return await self._forward(cord, target, url, added, request)
+                return await self._forward(route, request)
             except Exception as exc:
                 log.exception("passthrough cord %s failed", cord.name)
                 return error_response(
@@ -172,70 +160,138 @@ class Forwarder:
         self._handlers[cord.name] = forward
         return forward
 
-    async def _forward(
-        self,
-        cord: Cord,
-        target: UpstreamRequest,
-        url: URL,
-        added: dict[str, str],
-        request: Request,
-    ) -> Response:
-        import aiohttp
-
-        headers = {
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in request.scope["headers"]
-            if name not in _HOP_BY_HOP
-        }
-        # Otherwise the client library would ask for gzip the caller never asked for.
-        headers.setdefault("accept-encoding", "identity")
-        headers.update(added)  # the client's own authorization never reaches the engine
-        query = request.scope["query_string"].decode("latin-1")
-        upstream = UpstreamRequest(
-            target.method, target.path, target.port, query=query, headers=headers
-        )
-        where: URL | str = url  # parsed at mount time, when nothing changes it
-        if self._adjust is not None:
-            self._adjust(self.chute, cord, upstream)
-            upstream.headers.pop("content-length", None)
-            where = upstream.url
-        elif query:
-            where = upstream.url
-        # The host has read the whole body already (within its limits): handing it over
-        # as bytes sends it with the request head in one write, with its length.
-        body = None
-        if upstream.method not in ("GET", "HEAD"):
+    async def _forward(self, route: _Route, request: Request) -> Response:
+        scope = request.scope
+        cord, target = route.cord, route.target
+        # The host has read the whole body already (within its limits): it goes with
+        # the request head in one write, with its length.
+        body = b""
+        if target.method not in ("GET", "HEAD"):
             body = await request.body()
+        hooked = self._adjust is not None or self._abort_hook is not None
+        if hooked:
+            upstream = route.upstream(scope)
+            if self._adjust is not None:
+                self._adjust(self.chute, cord, upstream)
+                upstream.headers.pop("content-length", None)
+            pool = self.pool(upstream.host, upstream.port)
+            data = route.head_of(upstream, pool, body)
+        else:
+            upstream = target
+            pool = route.pool
+            data = route.head(scope, body)
+        timeouts = route.timeouts
         try:
-            response = await self.session.request(
-                upstream.method,
-                where,
-                headers=upstream.headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=self._timeout(cord),
-            )
+            response = await pool.request(data, *timeouts)
         except asyncio.CancelledError:
-            self._abort(cord, upstream)
+            if hooked:
+                self._abort(cord, upstream)
             raise
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except UpstreamTimeout as exc:
             return _unavailable(504, cord, upstream, exc)
-        except aiohttp.ClientError as exc:
+        except UpstreamUnreachable as exc:
             return _unavailable(502, cord, upstream, exc)
         # The engine's headers as sent, repeated ones (Set-Cookie) included.
         raw_headers: list[tuple[bytes, bytes]] = []
-        for name, value in response.raw_headers:
+        for name, value in response.headers:
             name = name.lower()
             if name not in _RESPONSE_SKIP:
                 raw_headers.append((name, value))
-        length = response.content_length
+        length = response.length
         if length is not None and length <= SMALL_BODY:
             try:
                 whole = await response.read()
             finally:
-                response.release()
+                response.close()
             return Relayed(response.status, raw_headers, whole)
         return Relayed(response.status, raw_headers, upstream=response)
+
+
+class _Route:
+    """What forwarding one cord needs, worked out once: the request line's start,
+    the headers plugins add (as bytes), the engine's connections and timeouts."""
+
+    __slots__ = ("added", "added_names", "cord", "method", "path", "pool", "target", "timeouts")
+
+    def __init__(self, cord: Cord, target: UpstreamRequest, added: dict[str, str], pool: Pool):
+        self.cord = cord
+        self.target = target
+        self.pool = pool
+        self.method = target.method.encode("latin-1")
+        self.path = target.path.encode("latin-1")
+        if not self.path.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in self.path):
+            raise ValueError(f"cord {cord.name!r}: cannot forward to path {target.path!r}")
+        self.added = [
+            (name.encode("latin-1"), value.encode("latin-1")) for name, value in added.items()
+        ]
+        for name, value in self.added:
+            check_header(name, value)
+        # The client's own authorization (say) never reaches the engine when a plugin sets one.
+        self.added_names = _HOP_BY_HOP | {name for name, _ in self.added}
+        self.timeouts = (
+            cord.passthrough_connect_timeout or CONNECT_TIMEOUT,
+            cord.passthrough_read_timeout or READ_TIMEOUT,
+        )
+
+    def head(self, scope: Any, body: bytes) -> bytes:
+        """The whole request: the client's headers as they came, less the hop-by-hop ones."""
+        query = scope["query_string"]
+        target = self.path + b"?" + query if query else self.path
+        skip = self.added_names
+        headers: list[tuple[bytes, bytes]] = []
+        identity = True
+        for name, value in scope["headers"]:
+            if name not in skip:
+                if name == b"accept-encoding":
+                    identity = False
+                headers.append((name, value))
+        if identity:  # else the engine might compress what the caller never asked to be
+            headers.append((b"accept-encoding", b"identity"))
+        headers += self.added
+        parts = request_head(
+            self.method, target, self.pool.authority, headers, _length(self.method, body)
+        )
+        parts.append(body)
+        return b"".join(parts)
+
+    def upstream(self, scope: Any) -> UpstreamRequest:
+        """The request as plugins' ``passthrough`` hooks see it (and may change it)."""
+        target = self.target
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope["headers"]
+            if name not in _HOP_BY_HOP
+        }
+        headers.setdefault("accept-encoding", "identity")
+        headers.update(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in self.added
+        )
+        query = scope["query_string"].decode("latin-1")
+        return UpstreamRequest(
+            target.method, target.path, target.port, target.host, query=query, headers=headers
+        )
+
+    def head_of(self, upstream: UpstreamRequest, pool: Pool, body: bytes) -> bytes:
+        """The whole request as a plugin left it (its headers checked: they are not the client's)."""
+        headers = []
+        for name, value in upstream.headers.items():
+            pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
+            check_header(*pair)
+            if pair[0] not in (b"host", b"content-length"):
+                headers.append(pair)
+        method = upstream.method.encode("latin-1")
+        target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
+        encoded = target.encode("latin-1")
+        if not encoded.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in encoded):
+            raise ValueError(f"cannot forward to {target!r}")
+        parts = request_head(method, encoded, pool.authority, headers, _length(method, body))
+        parts.append(body)
+        return b"".join(parts)
+
+
+def _length(method: bytes, body: bytes) -> int | None:
+    """A body's length to declare: none for GET and HEAD, which forward no body."""
+    return None if method in (b"GET", b"HEAD") else len(body)
 
 
 class Relayed(Response):
@@ -254,7 +310,7 @@ class Relayed(Response):
         status: int,
         raw_headers: list[tuple[bytes, bytes]],
         body: bytes = b"",
-        upstream: aiohttp.ClientResponse | None = None,
+        upstream: upstream_client.Response | None = None,
     ) -> None:
         self.status_code = status
         self.raw_headers = raw_headers
@@ -271,22 +327,16 @@ class Relayed(Response):
             await send({"type": "http.response.body", "body": self.body})
         else:
             try:
-                async for chunk in upstream.content.iter_any():
+                async for chunk in upstream.chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
             finally:
-                # On completion and when the client left (the task is cancelled):
-                # closing the upstream connection tells the engine to stop.
-                _close(upstream)
+                # On completion nothing is left to do; when the client left (the task
+                # is cancelled) or the engine broke off, the connection is dropped, so
+                # the engine stops.
+                upstream.close()
         if self.background is not None:
             await self.background()
-
-
-def _close(response: aiohttp.ClientResponse) -> None:
-    if response.content.at_eof():
-        response.release()  # the connection goes back to the pool
-    else:
-        response.close()  # mid-body: drop the connection so the engine notices
 
 
 def _unavailable(status: int, cord: Cord, upstream: UpstreamRequest, exc: Exception) -> Response:
