@@ -130,10 +130,13 @@ def header_deadline(timeout: float, base: type[Any] | None = None) -> type[Any]:
         header_timeout = timeout
         _head_timer: asyncio.TimerHandle | None = None
         _head_started = False
+        _head_since = 0.0  # when the connection opened, or its last response ended
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm_head_timer()
+            loop = asyncio.get_running_loop()
+            self._head_since = loop.time()
+            self._head_timer = loop.call_at(self._head_since + timeout, self._head_deadline)
 
         def data_received(self, data: bytes) -> None:
             self._head_started = True
@@ -141,28 +144,33 @@ def header_deadline(timeout: float, base: type[Any] | None = None) -> type[Any]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm_head_timer()
+            # The timer is not moved for each response (that costs more than the rest of
+            # this): it is moved when it fires, to the last response's end.
+            self._head_started = False
+            self._head_since = asyncio.get_running_loop().time()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
+                self._head_timer = None
             super().connection_lost(exc)
-
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_started = False
-            loop = asyncio.get_running_loop()
-            self._head_timer = loop.call_later(self.header_timeout, self._head_deadline)
 
         def _head_deadline(self) -> None:
             self._head_timer = None
             transport = self.transport
             if transport.is_closing() or transport.get_protocol() is not self:
                 return  # closed, or upgraded to a websocket
+            loop = asyncio.get_running_loop()
             cycle = self.cycle
             if cycle is not None and not cycle.response_complete:
-                return  # a request is being served: its head arrived in time
+                # A request is being served (its head arrived in time): look again
+                # one timeout after now, by when its response may have ended.
+                due = loop.time() + timeout
+            else:
+                due = self._head_since + timeout
+            if due > loop.time():
+                self._head_timer = loop.call_at(due, self._head_deadline)
+                return
             if self._head_started:
                 transport.write(timed_out)
             transport.close()
