@@ -12,8 +12,9 @@ connections on two cores, with no change at one (see BENCHMARKS.md).
 
 So writes are held only while another request is in flight on the server
 (the turn has other work); with one request at a time they go straight out.
-A held write goes out at the end of the turn, before the connection closes,
-or at once when it is large; nothing is held across turns.
+A held write goes out at the end of the turn, before the connection closes
+(the host's close, or the client's half-close), or at once when it is large;
+nothing is held across turns.
 
 Only the transport's public surface is used: :func:`coalescing` wraps the one
 uvicorn's protocol receives in ``connection_made``, so every writer on the
@@ -61,7 +62,9 @@ class CoalescingTransport:
                 self.transport.write(data)
                 return
             self._loop.call_soon(self.flush)
-        held.append(bytes(data) if not isinstance(data, bytes) else data)
+        if not isinstance(data, bytes):
+            data = bytes(data)  # the caller may reuse its buffer; and len() counts bytes
+        held.append(data)
         self._size += len(data)
         if self._size >= HOLD_AT_MOST:
             self.flush()
@@ -124,10 +127,20 @@ def coalescing(base: type[Any] | None = None) -> type[Any]:
         base = AutoHTTPProtocol
 
     class Coalescing(base):  # type: ignore[misc, valid-type]
+        _coalescing: CoalescingTransport | None = None
+
         def connection_made(self, transport: Any) -> None:
             wrapped = CoalescingTransport(
                 transport, self.server_state.tasks, asyncio.get_running_loop()
             )
+            self._coalescing = wrapped
             super().connection_made(wrapped)
+
+        def eof_received(self) -> bool | None:
+            # The client half-closed: the loop closes the transport itself when this
+            # returns, before the turn's end; what is held (its answer) goes first.
+            if self._coalescing is not None:
+                self._coalescing.flush()
+            return super().eof_received()  # type: ignore[no-any-return]
 
     return Coalescing
