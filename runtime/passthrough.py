@@ -163,11 +163,6 @@ class Forwarder:
     async def _forward(self, route: _Route, request: Request) -> Response:
         scope = request.scope
         cord, target = route.cord, route.target
-        # The host has read the whole body already (within its limits): it goes with
-        # the request head in one write, with its length.
-        body = b""
-        if target.method not in ("GET", "HEAD"):
-            body = await request.body()
         hooked = self._adjust is not None or self._abort_hook is not None
         if hooked:
             upstream = route.upstream(scope)
@@ -175,11 +170,11 @@ class Forwarder:
                 self._adjust(self.chute, cord, upstream)
                 upstream.headers.pop("content-length", None)
             pool = self.pool(upstream.host, upstream.port)
-            data = route.head_of(upstream, pool, body)
+            data = route.head_of(upstream, pool, await _body(upstream.method, request))
         else:
             upstream = target
             pool = route.pool
-            data = route.head(scope, body)
+            data = route.head(scope, await _body(target.method, request))
         timeouts = route.timeouts
         try:
             response = await pool.request(data, *timeouts)
@@ -207,11 +202,31 @@ class Forwarder:
         return Relayed(response.status, raw_headers, upstream=response)
 
 
+async def _body(method: str, request: Request) -> bytes:
+    """The body to forward: the one the host has read (within its limits), which goes
+    with the request head in one write; none with a GET (an engine would not read it)."""
+    if method == "GET":
+        return b""
+    if method == "HEAD":  # its answer has a length and no body: nothing could frame it
+        raise ValueError("a HEAD request cannot be forwarded")
+    return await request.body()
+
+
 class _Route:
     """What forwarding one cord needs, worked out once: the request line's start,
     the headers plugins add (as bytes), the engine's connections and timeouts."""
 
-    __slots__ = ("added", "added_names", "cord", "method", "path", "pool", "target", "timeouts")
+    __slots__ = (
+        "added",
+        "added_names",
+        "authority",
+        "cord",
+        "method",
+        "path",
+        "pool",
+        "target",
+        "timeouts",
+    )
 
     def __init__(self, cord: Cord, target: UpstreamRequest, added: dict[str, str], pool: Pool):
         self.cord = cord
@@ -221,11 +236,16 @@ class _Route:
         self.path = target.path.encode("latin-1")
         if not self.path.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in self.path):
             raise ValueError(f"cord {cord.name!r}: cannot forward to path {target.path!r}")
-        self.added = [
-            (name.encode("latin-1"), value.encode("latin-1")) for name, value in added.items()
-        ]
-        for name, value in self.added:
-            check_header(name, value)
+        self.added = []
+        authority = pool.authority
+        for name, value in added.items():
+            pair = (name.encode("latin-1"), value.encode("latin-1"))
+            if pair[0] == b"host":  # a plugin's Host replaces the engine's address there
+                authority = pair[1]
+            check_header(b"x-host" if pair[0] == b"host" else pair[0], pair[1])
+            if pair[0] != b"host":
+                self.added.append(pair)
+        self.authority = authority
         # The client's own authorization (say) never reaches the engine when a plugin sets one.
         self.added_names = _HOP_BY_HOP | {name for name, _ in self.added}
         self.timeouts = (
@@ -249,7 +269,7 @@ class _Route:
             headers.append((b"accept-encoding", b"identity"))
         headers += self.added
         parts = request_head(
-            self.method, target, self.pool.authority, headers, _length(self.method, body)
+            self.method, target, self.authority, headers, _length(self.method, body)
         )
         parts.append(body)
         return b"".join(parts)
@@ -273,18 +293,23 @@ class _Route:
 
     def head_of(self, upstream: UpstreamRequest, pool: Pool, body: bytes) -> bytes:
         """The whole request as a plugin left it (its headers checked: they are not the client's)."""
+        same = (upstream.host, upstream.port) == (self.target.host, self.target.port)
+        authority = self.authority if same else pool.authority
         headers = []
         for name, value in upstream.headers.items():
             pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
+            if pair[0] == b"host":
+                check_header(b"x-host", pair[1])
+                authority = pair[1]
+                continue
             check_header(*pair)
-            if pair[0] not in (b"host", b"content-length"):
-                headers.append(pair)
+            headers.append(pair)
         method = upstream.method.encode("latin-1")
         target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
         encoded = target.encode("latin-1")
         if not encoded.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in encoded):
             raise ValueError(f"cannot forward to {target!r}")
-        parts = request_head(method, encoded, pool.authority, headers, _length(method, body))
+        parts = request_head(method, encoded, authority, headers, _length(method, body))
         parts.append(body)
         return b"".join(parts)
 
@@ -319,14 +344,15 @@ class Relayed(Response):
         self.background = None  # FastAPI may attach its background tasks
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
+        start = {"type": "http.response.start", "status": self.status_code}
+        start["headers"] = self.raw_headers
         upstream = self.upstream
         if upstream is None:
+            await send(start)
             await send({"type": "http.response.body", "body": self.body})
         else:
             try:
+                await send(start)
                 async for chunk in upstream.chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})

@@ -43,6 +43,7 @@ import httptools
 
 __all__ = [
     "BUFFER_AT_MOST",
+    "FRAMING",
     "IDLE_FOR",
     "Pool",
     "Response",
@@ -80,9 +81,27 @@ _NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
 
 
+#: Headers that frame a request or speak for its connection: set here, never by a caller.
+FRAMING = frozenset(
+    {
+        b"host",
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"expect",
+    }
+)
+
+
 def check_header(name: bytes, value: bytes) -> None:
-    """Refuse a header that would break the request's framing (a plugin's, say)."""
-    if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):
+    """Refuse a header that would break the request's framing (a plugin's, say):
+    characters a header cannot hold, or a framing header (:data:`FRAMING`;
+    ``name`` lower-cased)."""
+    if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value) or name in FRAMING:
         raise ValueError(f"header {name!r}: {value!r} cannot be sent")
 
 
@@ -96,7 +115,8 @@ def request_head(
     """The parts of a request head (join them with the body for one write).
 
     ``target`` is the path and query; ``headers`` must not hold ``host`` or
-    ``content-length`` (both are set here; ``body_length`` ``None``: none).
+    any header that frames the body (see :data:`FRAMING`): ``authority`` is
+    the ``host``, and ``body_length`` the ``content-length`` (``None``: none).
     """
     parts = [method, b" ", target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
     for name, value in headers:
@@ -296,9 +316,13 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is None or self.closed:
             return
+        now = self.loop.time()
+        if self.paused:  # the client is slow, not the engine: look again later
+            self.timer = self.loop.call_at(now + self.read_timeout, self._idle_check)
+            return
         due = self.active_at + self.read_timeout
-        if self.paused or due > self.loop.time():
-            self.timer = self.loop.call_at(max(due, self.loop.time() + 0.001), self._idle_check)
+        if due > now:
+            self.timer = self.loop.call_at(due, self._idle_check)
             return
         self.response = None
         self.drop()
@@ -334,6 +358,8 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # 100 Continue and the like: the answer follows
             self.interim = True
             response.headers.clear()
+            response.length = None
+            response.chunked = False
             return
         response.status = status
         response._wake()
@@ -356,6 +382,9 @@ class _Connection(asyncio.Protocol):
         response.done = True
         response._connection = None
         response._wake()
+        if self.paused and self.transport is not None:  # the next answer must be read
+            self.paused = False
+            self.transport.resume_reading()
         if self.parser.should_keep_alive() and not self.closed:
             self.pool.release(self)
         else:
@@ -368,7 +397,7 @@ class Pool:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.authority = f"{host}:{port}".encode()
+        self.authority = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
         self._idle: collections.deque[_Connection] = collections.deque()
         self._all: set[_Connection] = set()
 
@@ -427,6 +456,8 @@ class Pool:
             raise UpstreamTimeout(f"no connection within {connect_timeout:g}s") from None
         except OSError as exc:
             raise UpstreamUnreachable(str(exc) or type(exc).__name__) from None
+        if connection.closed:  # reset while connecting (an engine restarting, say)
+            raise UpstreamUnreachable("the engine closed the connection at once")
         self._all.add(connection)
         return connection
 

@@ -340,3 +340,83 @@ async def test_a_body_sent_with_a_get_is_not_forwarded() -> None:
         await server.wait_closed()
     (head,) = heads
     assert head.startswith(b"get /v1/models ") and b"content-length" not in head, head
+
+
+def chat_chute(port: int) -> Chute:
+    chute = Chute(username="test", name="chat")
+
+    @chute.cord(passthrough=True, passthrough_port=port, public_api_path="/v1/chat")
+    async def chat(self):
+        """Forwarded."""
+
+    return chute
+
+
+@contextlib.asynccontextmanager
+async def recording_engine(heads: list[bytes]):
+    """An engine that records each request as it came (head and what followed) and answers {}."""
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.lower().split(b"\r\n"):
+                    if line.startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                heads.append(head + await reader.readexactly(length))
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_plugins_host_header_replaces_the_engines_address_once() -> None:
+    heads: list[bytes] = []
+    plugins = manager(passthrough_headers=lambda: {"Host": "engine.local", "x-key": "k"})
+    async with (
+        recording_engine(heads) as port,
+        ChuteClient(chat_chute(port), plugins=plugins) as client,
+    ):
+        answer = await client.post("/v1/chat", json={}, headers={"host": "client.example"})
+        assert answer.status_code == 200
+    (head,) = heads
+    hosts = [line for line in head.lower().split(b"\r\n") if line.startswith(b"host:")]
+    assert hosts == [b"host: engine.local"] and b"x-key: k" in head
+
+
+@pytest.mark.parametrize("header", ["Transfer-Encoding", "content-length", "Connection"])
+async def test_a_plugin_cannot_set_a_header_that_frames_the_request(header: str) -> None:
+    from chutes_runtime.lifecycle import StartupError
+
+    plugins = manager(passthrough_headers=lambda: {header: "chunked"})
+    with pytest.raises(StartupError, match="cannot be sent"):  # when its routes are mounted
+        async with ChuteClient(chat_chute(1), plugins=plugins):
+            pass
+
+
+async def test_a_plugin_changing_the_method_changes_what_body_is_sent() -> None:
+    heads: list[bytes] = []
+
+    def to_get(cord, request):
+        if request.headers.get("x-as") == "get":
+            request.method = "GET"
+
+    async with (
+        recording_engine(heads) as port,
+        ChuteClient(chat_chute(port), plugins=manager(passthrough=to_get)) as client,
+    ):
+        body = b"GET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n"
+        as_get = await client.post("/v1/chat", content=body, headers={"x-as": "get"})
+        as_post = await client.post("/v1/chat", content=b'{"a": 1}')
+        assert (as_get.status_code, as_post.status_code) == (200, 200)
+    # The client's body never goes out behind a GET (where it would read as a request).
+    assert len(heads) == 2 and heads[0].startswith(b"GET /v1/chat ")
+    assert heads[0].endswith(b"\r\n\r\n") and b"smuggled" not in heads[0]
+    assert heads[1].startswith(b"POST /v1/chat ") and heads[1].endswith(b'\r\n\r\n{"a": 1}')

@@ -85,6 +85,8 @@ def test_the_request_head_is_what_was_asked() -> None:
         (b"x a", b"1"),
         (b"", b"1"),
         (b"x", b"\x00"),
+        (b"transfer-encoding", b"chunked"),
+        (b"host", b"elsewhere"),
     ],
 )
 def test_a_header_that_would_break_the_framing_is_refused(name: bytes, value: bytes) -> None:
@@ -371,3 +373,82 @@ async def test_an_answer_that_says_close_is_not_followed_by_another_request() ->
         await asyncio.wait_for(engine.closed.wait(), 5)
         assert await (await pool.request(request(pool), 1, 1)).read() == b"{}"
         assert engine.connections == 2
+
+
+async def test_an_answer_that_filled_the_buffer_leaves_its_connection_reading() -> None:
+    size = upstream.BUFFER_AT_MOST + 100  # crosses the cap with the answer's last bytes
+
+    async def big_then_small(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()
+
+    engine = Engine(big_then_small)
+    async with engine.running() as pool:
+        response = await pool.request(request(pool), 1, 2)
+        while not response.done:  # let it all arrive before anyone reads
+            await asyncio.sleep(0.01)
+        assert len(await response.read()) == size
+        # The same connection serves the next request within its read timeout.
+        again = await asyncio.wait_for(pool.request(request(pool), 1, 2), 5)
+        assert await again.read() == b"{}" and engine.connections == 1
+
+
+async def test_an_engine_that_resets_every_connection_is_unreachable() -> None:
+    import socket
+    import struct
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def reset_each() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            accepted.close()  # a reset, at once
+
+    thread = threading.Thread(target=reset_each, daemon=True)
+    thread.start()
+    pool = Pool("127.0.0.1", listener.getsockname()[1])
+    try:
+        for _ in range(5):
+            with pytest.raises(UpstreamUnreachable):
+                await asyncio.wait_for(pool.request(request(pool), 1, 5), 10)
+        assert len(pool) == 0
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+        pool.close()
+
+
+async def test_a_relayed_answer_whose_start_cannot_be_sent_drops_the_engine_connection() -> None:
+    from chutes_runtime.passthrough import Relayed
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n")
+        await writer.drain()
+        await reader.read()  # until the client leaves
+        engine.closed.set()
+
+    async def send(message: dict) -> None:
+        raise ConnectionResetError("the client left")
+
+    engine = Engine(endless)
+    async with engine.running() as pool:
+        response = await pool.request(request(pool), 1, 5)
+        with pytest.raises(ConnectionResetError):
+            await Relayed(200, [], upstream=response)({}, None, send)
+        await asyncio.wait_for(engine.closed.wait(), 5)
