@@ -30,6 +30,7 @@ from chutes_runtime import logs
 from chutes_runtime import upstream as upstream_client
 from chutes_runtime.upstream import (
     Pool,
+    UpstreamError,
     UpstreamTimeout,
     UpstreamUnreachable,
     check_header,
@@ -196,6 +197,10 @@ class Forwarder:
         if length is not None and length <= SMALL_BODY:
             try:
                 whole = await response.read()
+            except UpstreamTimeout as exc:  # nothing was answered yet: still the host's to say
+                return _unavailable(504, cord, upstream, exc)
+            except UpstreamError as exc:
+                return _unavailable(502, cord, upstream, exc)
             finally:
                 response.close()
             return Relayed(response.status, raw_headers, whole)
@@ -344,8 +349,11 @@ class Relayed(Response):
         self.background = None  # FastAPI may attach its background tasks
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        start = {"type": "http.response.start", "status": self.status_code}
-        start["headers"] = self.raw_headers
+        start = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         upstream = self.upstream
         if upstream is None:
             await send(start)

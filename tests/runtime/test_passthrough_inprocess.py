@@ -420,3 +420,40 @@ async def test_a_plugin_changing_the_method_changes_what_body_is_sent() -> None:
     assert len(heads) == 2 and heads[0].startswith(b"GET /v1/chat ")
     assert heads[0].endswith(b"\r\n\r\n") and b"smuggled" not in heads[0]
     assert heads[1].startswith(b"POST /v1/chat ") and heads[1].endswith(b'\r\n\r\n{"a": 1}')
+
+
+@pytest.mark.parametrize(("then", "status"), [("goes quiet", 504), ("hangs up", 502)])
+async def test_a_small_answer_broken_off_is_the_hosts_to_report(then: str, status: int) -> None:
+    """A small answer is read whole before anything is relayed: an engine that stops
+    halfway leaves the host free to answer 504 or 502 itself, not a bare 500."""
+
+    async def half(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+        await writer.drain()
+        if then == "goes quiet":
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(half, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chute = Chute(username="test", name="half")
+
+    @chute.cord(
+        passthrough=True,
+        passthrough_port=port,
+        public_api_path="/v1/models",
+        method="GET",
+        passthrough_read_timeout=0.3,
+    )
+    async def models(self):
+        """Forwarded."""
+
+    try:
+        async with ChuteClient(chute, plugins=manager()) as client:
+            answer = await client.get("/v1/models")
+        assert answer.status_code == status
+        assert answer.json()["detail"].startswith(f"upstream for cord 'models' on port {port}")
+    finally:
+        server.close()
+        await server.wait_closed()
