@@ -255,7 +255,7 @@ def engine_env(workdir: Path) -> dict[str, str]:
 
 
 def alternate(
-    targets: dict[str, Target], model: str, rounds: int
+    targets: dict[str, Target], model: str, rounds: int, seconds: float = SECONDS
 ) -> dict[int, dict[str, list[Window]]]:
     """Every system at every stream count, the order flipped each round."""
     names = list(targets)
@@ -266,7 +266,7 @@ def alternate(
         order = names if index % 2 == 0 else names[::-1]
         for streams in STREAMS:
             for name in order:
-                window = measure(targets[name], model, streams)
+                window = measure(targets[name], model, streams, seconds)
                 seen[streams][name].append(window)
                 print(
                     f"  round {index + 1} c={streams:<2} {name:<10} {window.rate:7.1f} tok/s  "
@@ -297,7 +297,7 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
                 f"{rate[base]:.0f}",
                 f"{rate[ours]:.0f}",
                 f"{ratio:.3f}x",
-                f"{min(per_round):.2f}-{max(per_round):.2f}",
+                f"{statistics.median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})",
                 f"{ttft[base]:.1f}",
                 f"{ttft[ours]:.1f}",
                 f"{ttft[ours] - ttft[base]:+.1f}",
@@ -311,7 +311,7 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
                 f"{base} tok/s",
                 f"{ours} tok/s",
                 "ratio",
-                "per round",
+                "per round: median (range)",
                 f"{base} TTFT p50 ms",
                 f"{ours} TTFT p50 ms",
                 "added ms",
@@ -324,7 +324,10 @@ def report(seen: dict[int, dict[str, list[Window]]], ours: str, base: str) -> di
 
 
 def run(
-    egress_layers: bool = False, rounds: int = ROUNDS, before: str | None = None
+    egress_layers: bool = False,
+    rounds: int = ROUNDS,
+    before: str | None = None,
+    seconds: float = SECONDS,
 ) -> dict[str, float]:
     """``before``: a directory of packages (an earlier commit's ``chutes_runtime`` and
     the rest) put first on ``PYTHONPATH`` for a second chute measured alongside."""
@@ -349,7 +352,7 @@ def run(
                     f"network namespace: {'its own' if engine.netns else 'none'}"
                 )
                 targets[label.replace("chute", "direct")], targets[label] = engine, chute
-            seen = alternate(targets, model, rounds)
+            seen = alternate(targets, model, rounds, seconds)
         ratios: dict[str, float] = {}
         for label in chutes:
             print(f"\n{label} against its engine direct:")
@@ -420,8 +423,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="DIR",
         help="also measure a chute served from the packages in DIR (first on PYTHONPATH)",
     )
+    parser.add_argument("--seconds", type=float, default=SECONDS, help="length of each measurement")
     args = parser.parse_args(argv)
-    run(egress_layers=args.egress_layers, rounds=args.rounds, before=args.before)
+    run(args.egress_layers, args.rounds, args.before, args.seconds)
 
 
 if __name__ == "__main__":
