@@ -238,6 +238,9 @@ class _Connection(asyncio.Protocol):
 
     def send(self, response: Response, data: bytes) -> None:
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():  # closed before it could be used
+            response._fail(_Stale("the engine closed the connection without an answer"))
+            return
         self.response = response
         self.received = False
         self.active_at = now = self.loop.time()

@@ -452,3 +452,29 @@ async def test_a_relayed_answer_whose_start_cannot_be_sent_drops_the_engine_conn
         with pytest.raises(ConnectionResetError):
             await Relayed(200, [], upstream=response)({}, None, send)
         await asyncio.wait_for(engine.closed.wait(), 5)
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_request_on_a_connection_already_closing_fails_cleanly(loop_name: str) -> None:
+    """Between connecting and sending, the connection may already be closing or closed
+    (the engine reset it): the request fails as unreachable at once, on either loop."""
+    if loop_name == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        runner = uvloop.run
+    else:
+        runner = asyncio.run
+
+    async def scenario() -> None:
+        engine = Engine(answer_each)
+        async with engine.running() as pool:
+            connection = await pool._connect(1, 1)
+            assert connection.transport is not None
+            connection.transport.close()
+            with pytest.raises(UpstreamUnreachable, match="without an answer"):
+                await asyncio.wait_for(pool._ask(connection, request(pool), 1), 5)  # closing
+            while not connection.closed:  # until its loss is delivered
+                await asyncio.sleep(0.01)
+            with pytest.raises(UpstreamUnreachable, match="without an answer"):
+                await asyncio.wait_for(pool._ask(connection, request(pool), 1), 5)  # closed
+
+    runner(scenario())
