@@ -127,7 +127,6 @@ def header_deadline(timeout: float, base: type[Any] | None = None) -> type[Any]:
     timed_out = _TIMED_OUT % (len(detail), detail)
 
     class HeaderDeadline(base):  # type: ignore[misc, valid-type]
-        header_timeout = timeout
         _head_timer: asyncio.TimerHandle | None = None
         _head_started = False
         _head_since = 0.0  # when the connection opened, or its last response ended

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -34,6 +34,8 @@ from chutes_runtime.upstream import (
     UpstreamTimeout,
     UpstreamUnreachable,
     check_header,
+    check_target,
+    check_value,
     request_head,
 )
 
@@ -239,18 +241,11 @@ class _Route:
         self.pool = pool
         self.method = target.method.encode("latin-1")
         self.path = target.path.encode("latin-1")
-        if not self.path.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in self.path):
-            raise ValueError(f"cord {cord.name!r}: cannot forward to path {target.path!r}")
-        self.added = []
-        authority = pool.authority
-        for name, value in added.items():
-            pair = (name.encode("latin-1"), value.encode("latin-1"))
-            if pair[0] == b"host":  # a plugin's Host replaces the engine's address there
-                authority = pair[1]
-            check_header(b"x-host" if pair[0] == b"host" else pair[0], pair[1])
-            if pair[0] != b"host":
-                self.added.append(pair)
-        self.authority = authority
+        try:
+            check_target(self.path)
+        except ValueError as exc:
+            raise ValueError(f"cord {cord.name!r}: {exc}") from None
+        self.added, self.authority = _plugin_headers(_encoded(added), pool.authority)
         # The client's own authorization (say) never reaches the engine when a plugin sets one.
         self.added_names = _HOP_BY_HOP | {name for name, _ in self.added}
         self.timeouts = (
@@ -299,24 +294,38 @@ class _Route:
     def head_of(self, upstream: UpstreamRequest, pool: Pool, body: bytes) -> bytes:
         """The whole request as a plugin left it (its headers checked: they are not the client's)."""
         same = (upstream.host, upstream.port) == (self.target.host, self.target.port)
-        authority = self.authority if same else pool.authority
-        headers = []
-        for name, value in upstream.headers.items():
-            pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
-            if pair[0] == b"host":
-                check_header(b"x-host", pair[1])
-                authority = pair[1]
-                continue
-            check_header(*pair)
-            headers.append(pair)
+        headers, authority = _plugin_headers(
+            _encoded(upstream.headers), self.authority if same else pool.authority
+        )
         method = upstream.method.encode("latin-1")
-        target = upstream.path + (f"?{upstream.query}" if upstream.query else "")
-        encoded = target.encode("latin-1")
-        if not encoded.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in encoded):
-            raise ValueError(f"cannot forward to {target!r}")
-        parts = request_head(method, encoded, authority, headers, _length(method, body))
+        target = (upstream.path + (f"?{upstream.query}" if upstream.query else "")).encode(
+            "latin-1"
+        )
+        check_target(target)
+        parts = request_head(method, target, authority, headers, _length(method, body))
         parts.append(body)
         return b"".join(parts)
+
+
+def _encoded(headers: dict[str, str]) -> Iterator[tuple[bytes, bytes]]:
+    for name, value in headers.items():
+        yield name.lower().encode("latin-1"), value.encode("latin-1")
+
+
+def _plugin_headers(
+    pairs: Iterable[tuple[bytes, bytes]], authority: bytes
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """Headers a plugin had a hand in, checked (the server parsed only the client's),
+    and the authority: a plugin's Host replaces the engine's address there."""
+    headers = []
+    for name, value in pairs:
+        if name == b"host":
+            check_value(name, value)
+            authority = value
+        else:
+            check_header(name, value)
+            headers.append((name, value))
+    return headers, authority
 
 
 def _length(method: bytes, body: bytes) -> int | None:

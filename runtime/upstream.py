@@ -51,6 +51,8 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "check_header",
+    "check_target",
+    "check_value",
     "request_head",
 ]
 
@@ -101,8 +103,21 @@ def check_header(name: bytes, value: bytes) -> None:
     """Refuse a header that would break the request's framing (a plugin's, say):
     characters a header cannot hold, or a framing header (:data:`FRAMING`;
     ``name`` lower-cased)."""
-    if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value) or name in FRAMING:
+    if not _NAME.fullmatch(name) or name in FRAMING:
         raise ValueError(f"header {name!r}: {value!r} cannot be sent")
+    check_value(name, value)
+
+
+def check_value(name: bytes, value: bytes) -> None:
+    """Refuse a header value with characters a header cannot hold (a Host a plugin set)."""
+    if not _VALUE.fullmatch(value):
+        raise ValueError(f"header {name!r}: {value!r} cannot be sent")
+
+
+def check_target(target: bytes) -> None:
+    """Refuse a request target that is not a path, or that would break the request line."""
+    if not target.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in target):
+        raise ValueError(f"cannot forward to {target.decode('latin-1')!r}")
 
 
 def request_head(
@@ -265,9 +280,6 @@ class _Connection(asyncio.Protocol):
             self._broken("the engine switched protocols")
         except httptools.HttpParserError as exc:
             self._broken(f"the engine's answer is malformed: {exc}")
-
-    def eof_received(self) -> bool | None:
-        return None  # close our side too (connection_lost follows)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
