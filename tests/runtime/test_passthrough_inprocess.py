@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -45,6 +45,17 @@ def forwarding_chute(*, middleware: bool) -> Chute:
 
         chute.add_middleware(Passing)
     return chute
+
+
+@contextlib.asynccontextmanager
+async def engine_on_loopback(handler) -> AsyncIterator[int]:
+    """An asyncio server on loopback running ``handler`` per connection; yields its port."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def manager(**hooks) -> PluginManager:
@@ -231,10 +242,8 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
 
         return tell_the_engine()
 
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    logged = lambda: [r.getMessage() for r in caplog.records if r.name == "chutes.passthrough"]  # noqa: E731
-    try:
+    async with engine_on_loopback(never_answer) as port:
+        logged = lambda: [r.getMessage() for r in caplog.records if r.name == "chutes.passthrough"]  # noqa: E731
         async with ChuteClient(
             timed_chute(port, None), plugins=manager(passthrough_abort=passthrough_abort)
         ) as client:
@@ -263,9 +272,6 @@ async def test_a_failing_abort_hook_and_abort_work_are_logged(caplog) -> None:
             while len(logged()) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.1)  # an abort that worked logs nothing
-    finally:
-        server.close()
-        await server.wait_closed()
     assert logged() == [
         "the passthrough_abort hook failed",
         "passthrough_abort failed: abort refused",
@@ -286,18 +292,13 @@ async def test_closing_the_host_closes_its_pooled_engine_connections(caplog) -> 
         closed.set()
         writer.close()
 
-    server = await asyncio.start_server(answer_and_keep, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with engine_on_loopback(answer_and_keep) as port:
         async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
             assert (await client.get("/v1/models")).status_code == 200
             await asyncio.sleep(0.1)
             assert not closed.is_set()  # kept alive while the host serves
         await asyncio.wait_for(closed.wait(), 10)
         assert [r.getMessage() for r in caplog.records] == []  # nothing failed on the way
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_redirect_from_the_engine_is_relayed_not_followed() -> None:
@@ -309,15 +310,12 @@ async def test_a_redirect_from_the_engine_is_relayed_not_followed() -> None:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(redirect, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
-            answer = await client.get("/v1/models")
-            assert answer.status_code == 307 and answer.headers["location"] == "/v1/models"
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        engine_on_loopback(redirect) as port,
+        ChuteClient(timed_chute(port, None), plugins=manager()) as client,
+    ):
+        answer = await client.get("/v1/models")
+        assert answer.status_code == 307 and answer.headers["location"] == "/v1/models"
 
 
 async def test_a_body_sent_with_a_get_is_not_forwarded() -> None:
@@ -329,15 +327,12 @@ async def test_a_body_sent_with_a_get_is_not_forwarded() -> None:
         await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(record, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with ChuteClient(timed_chute(port, None), plugins=manager()) as client:
-            answer = await client.request("GET", "/v1/models", content=b"abc")
-            assert answer.status_code == 200
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        engine_on_loopback(record) as port,
+        ChuteClient(timed_chute(port, None), plugins=manager()) as client,
+    ):
+        answer = await client.request("GET", "/v1/models", content=b"abc")
+        assert answer.status_code == 200
     (head,) = heads
     assert head.startswith(b"get /v1/models ") and b"content-length" not in head, head
 
@@ -369,12 +364,8 @@ async def recording_engine(heads: list[bytes]):
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(record, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with engine_on_loopback(record) as port:
+        yield port
 
 
 async def test_a_plugins_host_header_replaces_the_engines_address_once() -> None:
@@ -435,25 +426,20 @@ async def test_a_small_answer_broken_off_is_the_hosts_to_report(then: str, statu
             await reader.read()
         writer.close()
 
-    server = await asyncio.start_server(half, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    chute = Chute(username="test", name="half")
+    async with engine_on_loopback(half) as port:
+        chute = Chute(username="test", name="half")
 
-    @chute.cord(
-        passthrough=True,
-        passthrough_port=port,
-        public_api_path="/v1/models",
-        method="GET",
-        passthrough_read_timeout=0.3,
-    )
-    async def models(self):
-        """Forwarded."""
+        @chute.cord(
+            passthrough=True,
+            passthrough_port=port,
+            public_api_path="/v1/models",
+            method="GET",
+            passthrough_read_timeout=0.3,
+        )
+        async def models(self):
+            """Forwarded."""
 
-    try:
         async with ChuteClient(chute, plugins=manager()) as client:
             answer = await client.get("/v1/models")
         assert answer.status_code == status
         assert answer.json()["detail"].startswith(f"upstream for cord 'models' on port {port}")
-    finally:
-        server.close()
-        await server.wait_closed()
