@@ -131,6 +131,8 @@ class Chute(FastAPI):
         #: Control over the serving host, set by the runtime while it serves.
         self.runtime: HostControl | None = None
         self.logger = logging.getLogger(f"chutes.chute.{name}")
+        #: The keyword arguments this chute passed on to FastAPI (read them, don't change them).
+        self.fastapi_options: dict[str, Any] = dict(fastapi_kwargs)
         fastapi_kwargs.setdefault("title", name)
         if tagline:
             fastapi_kwargs.setdefault("summary", tagline)

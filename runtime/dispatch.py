@@ -10,8 +10,10 @@ answered is refused (400). Only then does it reach ``/_chutes/*``, or, once
 the host is ready (503 before), take a concurrency slot (429 beyond the cap).
 A client that leaves cancels its work (:mod:`chutes_runtime.disconnect`);
 it is counted as status 499. Passthrough routes are forwarded straight to
-their handler when the chute has no middleware; everything else goes to the
-chute's FastAPI app.
+their handler when the chute has no middleware; a plain cord with a JSON body
+is served by the host itself with FastAPI's semantics
+(:mod:`chutes_runtime.direct`); everything else goes to the chute's FastAPI
+app.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.requests import Request
 
 from chutes_runtime import logs
 from chutes_runtime.auth import OPEN_PATHS, AuthError
+from chutes_runtime.direct import JSON_TYPES
 from chutes_runtime.disconnect import Replay, Watcher
 from chutes_runtime.lifespan import lifespan
 from chutes_runtime.limits import BodyRefused, check_headers, has_body, read_body, unanswerable_json
@@ -105,7 +108,8 @@ async def _serve(
         except AuthError as exc:
             extra = (b"www-authenticate", _CHALLENGE[host.auth.mode])
             return await refuse(host, send, 401, str(exc), header, extra)
-    if body and _is_json(headers):
+    content_type = _content_type(headers) if body else None
+    if content_type is not None and b"json" in content_type:
         problem = unanswerable_json(body)
         if problem is not None:
             return await refuse(host, send, 400, problem, header, reason="bad_input")
@@ -136,13 +140,19 @@ async def _serve(
     host.in_flight += 1
     stats.in_flight += 1
     began = time.perf_counter()
-    forward = host.direct.get((scope["method"], path)) if host.direct else None
+    key = (scope["method"], path)
+    forward = host.direct.get(key) if host.direct else None
+    plain = (
+        host.direct_cords.get(key)
+        if content_type is not None and content_type.lower() in JSON_TYPES
+        else None
+    )
     try:
         if forward is not None:
             # The same handler FastAPI would call (see routes.mount_cords), minus the routing.
             response = await forward(Request(scope, replay))
             await response(scope, replay, send_wrapper)
-        else:
+        elif plain is None or not await plain(scope, body, replay, send_wrapper):
             await host.chute(scope, replay, send_wrapper)
     except asyncio.CancelledError:
         if not watcher.swallow():
@@ -203,11 +213,11 @@ _REASONS = {
 }
 
 
-def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+def _content_type(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
     for name, value in headers:
         if name == b"content-type":
-            return b"json" in value
-    return False
+            return value
+    return None
 
 
 async def refuse(

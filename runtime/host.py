@@ -16,6 +16,7 @@ per module:
 ``warmup``          ``/_chutes/warmup`` (the warm-up status), OIP health, the terminal view
 ``batching``        cords that take a batch: the host gathers requests into batches
 ``passthrough``     forwarding passthrough cords to an engine
+``direct``          plain cords served without FastAPI's per-request machinery
 ``server``          uvicorn, signals (SIGTERM drains), ``chutes run``
 ``dev``             ``chute.run_local()`` and code reload
 ``hosting``         what the core reaches through the ``chutes.runtime`` entry point
@@ -37,6 +38,7 @@ from chutes_runtime import dispatch, lifecycle
 from chutes_runtime.auth import Authenticator
 from chutes_runtime.auth import from_env as auth_from_env
 from chutes_runtime.batching import BatchMetrics
+from chutes_runtime.direct import DirectCord
 from chutes_runtime.dispatch import Receive, Scope, Send
 from chutes_runtime.internal import internal_app
 from chutes_runtime.jobs import JobRunner
@@ -107,6 +109,9 @@ class Host:
         #: host forwards itself, skipping FastAPI's routing (only when the chute has
         #: no middleware of its own, which that would bypass).
         self.direct: dict[tuple[str, str], Handler] = {}
+        #: ``(method, path)`` -> the cord routes the host serves with FastAPI's semantics
+        #: but without its per-request machinery (``chutes_runtime.direct``).
+        self.direct_cords: dict[tuple[str, str], DirectCord] = {}
         self.forwarder: Forwarder | None = None
         self.jobs = JobRunner(chute, self.metrics)
         self.internal = internal_app(self)

@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 
 from chutes_core import progress
 from chutes_core.cord import LifecycleHook
-from chutes_runtime import batching, egress, netns
+from chutes_runtime import batching, direct, egress, netns
 from chutes_runtime.passthrough import Forwarder
 from chutes_runtime.routes import (
     cord_routes,
@@ -159,6 +159,7 @@ def _mount(host: Host) -> None:
             if cord.passthrough
             for path, method in cord_routes(cord, dev=host.dev)
         }
+    host.direct_cords = direct.plan(chute, chute.cords, dev=host.dev)
     mode = "dev: public paths" if host.dev else "public and internal paths"
     log.info("%d cord(s), %d job(s) (%s)", len(chute.cords), len(chute.jobs), mode)
 

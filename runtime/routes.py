@@ -283,7 +283,13 @@ def _make_endpoint(chute: Chute, cord: Cord, method: str) -> Callable[..., Any]:
 
     endpoint.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     endpoint.__name__ = cord.name
+    endpoint._chutes_cord = cord  # type: ignore[attr-defined]  # see cord_of
     return endpoint
+
+
+def cord_of(endpoint: Any) -> Cord | None:
+    """The cord whose generated endpoint this is (``None`` for any other callable)."""
+    return getattr(endpoint, "_chutes_cord", None)
 
 
 def render(result: Any, content_type: str | None) -> Any:

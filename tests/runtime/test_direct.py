@@ -1,0 +1,496 @@
+"""Cords the host serves itself (chutes_runtime.direct) answer exactly as FastAPI does.
+
+Every request here is sent twice to the same host: once as it serves (the cord
+served directly where it qualifies) and once with direct serving switched off, so
+that FastAPI's own routing, validation and serialization answer. Status, every
+header and every body byte must be equal, and so must the log lines. A spy
+records which path each request took, so a case meant to be served directly
+cannot pass by falling back to FastAPI, and one FastAPI must answer cannot pass
+by being served directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Body, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, field_validator
+
+from chutes.chute import Chute
+from chutes_core.plugins import PluginManager
+from chutes_runtime import direct
+from chutes_runtime.direct import DirectCord
+from chutes_runtime.host import Host
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=20)
+    count: int = 1
+    price: Decimal | None = None
+    when: datetime | None = None
+    tags: list[str] = []
+
+    @field_validator("name")
+    @classmethod
+    def no_spaces(cls, value: str) -> str:
+        if " " in value:
+            raise ValueError("no spaces, please")
+        return value
+
+
+class Aliased(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    item_name: str = Field(alias="itemName")
+
+
+class Out(BaseModel):
+    name: str
+    total: float
+    when: datetime | None = None
+    label: str = Field(default="x", serialization_alias="Label")
+
+
+def make_chute(**options: Any) -> Chute:
+    chute = Chute(username="test", name="direct", concurrency=4, **options)
+
+    @chute.cord()
+    async def model_out(self, item: Item) -> Out:
+        return Out(name=item.name, total=item.count * float(item.price or 1), when=item.when)
+
+    @chute.cord()
+    async def dict_out(self, item: Item) -> dict:
+        return {"name": item.name, "price": item.price, "when": item.when, "tags": item.tags}
+
+    @chute.cord()
+    async def untyped(self, item: Item):  # no annotation: jsonable_encoder
+        return {"price": item.price, "when": item.when, "set": {item.count}, "name": item.name}
+
+    @chute.cord()
+    async def aliased(self, body: Aliased) -> dict:
+        return {"item": body.item_name}
+
+    @chute.cord()
+    async def list_out(self, item: Item) -> list[Out]:
+        return [Out(name=item.name, total=1.5), Out(name=item.name * 2, total=-0.0)]
+
+    @chute.cord(input_schema=Item)
+    async def schema(self, data) -> dict:
+        return {"name": data.name, "count": data.count}
+
+    @chute.cord()
+    async def keyed(
+        self, text: str, n: int = 2, opts: dict | None = None, when: datetime | None = None
+    ) -> dict:
+        return {"text": text * n, "opts": opts, "when": when}
+
+    @chute.cord()
+    async def mutable_default(self, tags: list[str] = ["a"]) -> dict:  # noqa: B006
+        tags.append("b")  # a default must be a fresh copy each time
+        return {"tags": tags}
+
+    @chute.cord()
+    async def constrained(self, n: Annotated[int, Field(gt=0)], label: str = "n") -> dict:
+        return {label: n}
+
+    @chute.cord()
+    def sync_model(self, item: Item) -> dict:
+        return {"name": item.name, "sync": True}
+
+    @chute.cord()
+    async def no_input(self) -> dict:
+        return {"ok": True}
+
+    @chute.cord()
+    async def teapot(self, item: Item) -> dict:
+        raise HTTPException(418, detail={"why": item.name}, headers={"x-why": "tea"})
+
+    @chute.cord()
+    async def no_content(self, item: Item) -> dict:
+        raise HTTPException(204)
+
+    @chute.cord()
+    async def refuses(self, item: Item) -> dict:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("body", "name"), "msg": "taken", "input": item.name}]
+        )
+
+    @chute.cord()
+    async def fails(self, item: Item) -> dict:
+        raise ValueError(f"boom {item.name}")
+
+    @chute.cord()
+    async def wrong_out(self, item: Item) -> Out:
+        return {"name": 5}  # type: ignore[return-value]
+
+    @chute.cord()
+    async def unserializable(self, item: Item) -> dict:
+        return {"x": object()}
+
+    @chute.cord()
+    async def responds(self, item: Item) -> JSONResponse:
+        return JSONResponse({"n": item.name}, status_code=201, headers={"x-a": "b"})
+
+    # Never served directly: each needs something only FastAPI does.
+    @chute.cord()
+    async def text(self, item: Item) -> str:
+        return item.name
+
+    @chute.cord()
+    async def with_request(self, item: Item, request: Request) -> dict:
+        return {"path": request.url.path}
+
+    @chute.cord(method="GET")
+    async def query(self, text: str = "q") -> dict:
+        return {"text": text}
+
+    @chute.cord()
+    async def depends(self, text: str, who: str = Depends(lambda: "dep")) -> dict:
+        return {"text": text, "who": who}
+
+    @chute.cord()
+    async def body_param(self, n: int = Body(..., gt=0, embed=True)) -> dict:
+        return {"n": n}
+
+    @chute.cord(output_content_type="text/csv")
+    async def csv(self, item: Item) -> str:
+        return f"name\n{item.name}\n"
+
+    return chute
+
+
+NOT_DIRECT = {
+    "/text",
+    "/with_request",
+    "/query",
+    "/depends",
+    "/body_param",
+    "/csv",
+}
+
+
+class Spy:
+    """Records whether a direct cord served each request (True) or handed it to FastAPI."""
+
+    def __init__(self, inner: DirectCord, taken: list[bool]) -> None:
+        self.inner = inner
+        self.taken = taken
+
+    async def __call__(self, *args: Any) -> bool:
+        served = True  # unless it says otherwise: an error it raises comes after the cord ran
+        try:
+            served = await self.inner(*args)
+        finally:
+            self.taken.append(served)
+        return served
+
+
+@asynccontextmanager
+async def hosted(chute: Chute) -> AsyncIterator[tuple[Host, httpx.AsyncClient]]:
+    host = Host(chute, dev=True, plugins=PluginManager(entry_points=False))
+    await host.startup()
+    transport = httpx.ASGITransport(app=host)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://chute.test") as client:
+            yield host, client
+    finally:
+        await host.shutdown()
+
+
+async def both_ways(
+    host: Host,
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    body: bytes,
+    content_type: str | None = "application/json",
+) -> tuple[bool, httpx.Response]:
+    """Send the request directly and through FastAPI; assert the answers are equal.
+    Returns whether the direct path served it, and its answer."""
+    headers = {"x-request-id": "same-id"}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    direct, taken = host.direct_cords, []
+    host.direct_cords = {key: Spy(cord, taken) for key, cord in direct.items()}  # type: ignore[misc]
+    answers, logs = [], []
+    try:
+        for _ in range(2):
+            caplog.clear()
+            answers.append(await client.post(path, content=body, headers=headers))
+            logs.append([(r.name, r.levelname, r.getMessage()) for r in caplog.records])
+            host.direct_cords = {}  # the second time, FastAPI answers
+    finally:
+        host.direct_cords = direct
+    mine, fastapi = answers
+    assert (mine.status_code, mine.headers.raw, mine.content) == (
+        fastapi.status_code,
+        fastapi.headers.raw,
+        fastapi.content,
+    ), (path, body, content_type)
+    assert logs[0] == logs[1], (path, body)
+    return taken == [True], mine
+
+
+VALID = (
+    b'{"name": "ab", "count": 2, "price": "1.50", "when": "2026-01-02T03:04:05Z", "tags": ["x"]}'
+)
+ITEM_CORDS = [
+    "/model_out",
+    "/dict_out",
+    "/untyped",
+    "/list_out",
+    "/schema",
+    "/sync_model",
+    "/teapot",
+    "/no_content",
+    "/refuses",
+    "/fails",
+    "/wrong_out",
+    "/unserializable",
+    "/responds",
+]
+#: (body, served directly): FastAPI answers every invalid one, with its own 422 or 400.
+ITEM_BODIES = [
+    (VALID, True),
+    (b'{"name": "ab"}', True),
+    (b'{"name": "\\u00e9t\\u00e9", "count": 100000000000000000000000000000}', True),
+    (b'{"name": "ab", "zzz": 1}', False),  # extra="forbid"
+    (b'{"name": "ab", "count": "many"}', False),
+    (b'{"name": "a b"}', False),  # the model's own validator
+    (b'{"name": ""}', False),
+    (b"{}", False),
+    (b"[1, 2]", False),
+    (b'"ab"', False),
+    (b"null", False),
+    (b'{"name": ', False),  # malformed
+    (b'{"name": "\xff"}', False),  # not UTF-8
+    (b"[" * 100_000 + b"]" * 100_000, False),  # nested past the parser's depth
+]
+
+
+@pytest.mark.parametrize("path", ITEM_CORDS)
+async def test_a_model_body_is_answered_as_fastapi_answers(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes")
+    async with hosted(make_chute()) as (host, client):
+        for body, direct in ITEM_BODIES:
+            taken, _ = await both_ways(host, client, caplog, path, body)
+            assert taken is direct, (path, body)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "direct"),
+    [
+        ("application/json", True),
+        ("application/json; charset=utf-8", True),
+        ("Application/JSON", True),
+        ("application/merge-patch+json", False),  # JSON to FastAPI too, but not served here
+        ("text/plain", False),  # FastAPI does not parse it: its 422
+        (None, False),
+    ],
+)
+async def test_only_plain_json_content_types_are_served_directly(
+    content_type: str | None, direct: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with hosted(make_chute()) as (host, client):
+        for path in ["/model_out", "/keyed"]:
+            body = VALID if path == "/model_out" else b'{"text": "a"}'
+            taken, _ = await both_ways(host, client, caplog, path, body, content_type)
+            assert taken is direct, (path, content_type)
+
+
+async def test_keyed_bodies_and_defaults(caplog: pytest.LogCaptureFixture) -> None:
+    cases = [
+        ("/keyed", b'{"text": "a"}', True),
+        ("/keyed", b'{"text": "a", "n": "3"}', True),  # lax, as FastAPI validates
+        ("/keyed", b'{"text": "a", "unknown": 1}', True),  # other keys are ignored
+        ("/keyed", b'{"text": "a", "opts": {"k": [1, 2]}, "when": "2026-01-01"}', True),
+        ("/keyed", b'{"n": 1}', False),  # missing
+        ("/keyed", b'{"text": ["x"]}', False),
+        ("/keyed", b'["text"]', False),
+        ("/keyed", b'{"text": null}', False),
+        ("/aliased", b'{"itemName": "x"}', True),
+        ("/aliased", b'{"item_name": "x"}', True),  # populate_by_name
+        ("/aliased", b'{"name": "x"}', False),
+        ("/constrained", b'{"n": 3}', True),
+        ("/constrained", b'{"n": "x"}', False),
+        ("/no_input", b'{"anything": 1}', True),
+        ("/no_input", b"[1]", False),  # FastAPI ignores the body: 200 both ways
+        ("/no_input", b"{", False),
+    ]
+    async with hosted(make_chute()) as (host, client):
+        for path, body, direct in cases:
+            taken, _ = await both_ways(host, client, caplog, path, body)
+            assert taken is direct, (path, body)
+        for _ in range(2):  # a mutated default does not leak into the next request
+            taken, answer = await both_ways(host, client, caplog, "/mutable_default", b"{}")
+            assert taken and answer.json() == {"tags": ["a", "b"]}
+
+
+async def test_what_needs_fastapi_is_left_to_it(caplog: pytest.LogCaptureFixture) -> None:
+    async with hosted(make_chute()) as (host, client):
+        served = {path for _, path in host.direct_cords}
+        assert served == {f"/{cord.name}" for cord in host.chute.cords} - NOT_DIRECT
+        keyed = {
+            "/depends": b'{"text": "a"}',
+            "/body_param": b'{"n": 1}',
+        }
+        for path in NOT_DIRECT - {"/query"}:
+            taken, answer = await both_ways(host, client, caplog, path, keyed.get(path, VALID))
+            assert not taken and answer.status_code == 200, path
+        # FastAPI's own constraint on a parameter holds.
+        _, answer = await both_ways(host, client, caplog, "/body_param", b'{"n": 0}')
+        assert answer.status_code == 422
+
+
+async def test_errors_keep_fastapis_answers_and_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="chutes")
+    async with hosted(make_chute()) as (host, client):
+        for path, status in [
+            ("/teapot", 418),
+            ("/no_content", 204),
+            ("/refuses", 422),
+            ("/fails", 500),
+            ("/wrong_out", 500),
+            ("/unserializable", 500),
+        ]:
+            taken, answer = await both_ways(host, client, caplog, path, VALID)
+            assert taken and answer.status_code == status, path
+            assert answer.headers["x-request-id"] == "same-id"
+        _, teapot = await both_ways(host, client, caplog, "/teapot", VALID)
+        assert teapot.headers["x-why"] == "tea" and teapot.json() == {"detail": {"why": "ab"}}
+        _, wrong = await both_ways(host, client, caplog, "/wrong_out", VALID)
+        assert wrong.json()["detail"].startswith("ResponseValidationError: 2 validation errors")
+        assert "POST /wrong_out" in wrong.json()["detail"]
+        caplog.clear()
+        await client.post("/wrong_out", content=VALID, headers={"content-type": "application/json"})
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+            "request to /wrong_out failed"
+        ]
+
+
+def _with_middleware() -> Chute:
+    chute = make_chute()
+
+    @chute.middleware("http")
+    async def tag(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-tag"] = "1"
+        return response
+
+    return chute
+
+
+def _with_handler() -> Chute:
+    chute = make_chute()
+
+    @chute.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse({"value": str(exc)}, 400)
+
+    return chute
+
+
+def _shadowed() -> Chute:
+    chute = Chute(username="test", name="shadow")
+
+    @chute.post("/echo")
+    async def mine(request: Request) -> dict:
+        return {"mine": True}
+
+    @chute.cord()
+    async def echo(self, text: str) -> dict:
+        return {"text": text}
+
+    @chute.get("/other")
+    async def other_get() -> dict:
+        return {"get": True}
+
+    @chute.cord()
+    async def other(self, text: str) -> dict:
+        return {"text": text}
+
+    return chute
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        _with_middleware,
+        _with_handler,
+        lambda: make_chute(debug=True),
+        lambda: make_chute(root_path="/under"),
+        lambda: make_chute(max_body_size=1 << 20),
+        lambda: make_chute(telemetry={"tracing": True}),
+        lambda: make_chute(dependencies=[Depends(lambda: None)]),
+    ],
+    ids=[
+        "middleware",
+        "exception-handler",
+        "debug",
+        "root-path",
+        "fastapi-body-limit",
+        "telemetry",
+        "app-dependencies",
+    ],
+)
+@pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
+async def test_a_chute_that_configures_fastapi_is_served_by_fastapi(build: Any) -> None:
+    async with hosted(build()) as (host, client):
+        assert host.direct_cords == {}
+        answer = await client.post("/dict_out", json={"name": "ab"})
+        assert answer.status_code == 200 and answer.json()["name"] == "ab"
+
+
+async def test_a_route_of_the_chutes_own_keeps_its_path() -> None:
+    async with hosted(_shadowed()) as (host, client):
+        # Its own POST /echo comes first, so FastAPI routes there; its GET /other is
+        # another method, so the cord's POST /other is the first to match.
+        assert set(host.direct_cords) == {("POST", "/other")}
+        assert (await client.post("/echo", json={"text": "a"})).json() == {"mine": True}
+        assert (await client.post("/other", json={"text": "a"})).json() == {"text": "a"}
+        assert (await client.get("/other")).json() == {"get": True}
+
+
+async def test_a_configured_opentelemetry_keeps_fastapi_tracing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
+    async with hosted(make_chute()) as (host, _):
+        assert host.direct_cords == {}
+
+
+async def test_a_type_pydantic_will_not_adapt_leaves_the_cord_to_fastapi(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = direct.TypeAdapter
+
+    def adapter(kind: Any) -> Any:
+        if kind is Aliased:
+            raise PydanticSchemaGenerationError("no schema for this one")
+        return real(kind)
+
+    monkeypatch.setattr(direct, "TypeAdapter", adapter)
+    caplog.set_level(logging.INFO, logger="chutes")
+    async with hosted(make_chute()) as (host, client):
+        served = {path for _, path in host.direct_cords}
+        assert "/aliased" not in served and "/model_out" in served
+        assert "cord aliased is served through FastAPI: no schema for this one" in caplog.text
+        answer = await client.post("/aliased", json={"itemName": "x"})
+        assert answer.json() == {"item": "x"}
