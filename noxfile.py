@@ -92,8 +92,14 @@ def vllm_e2e(session: nox.Session) -> None:
     )
     install(session, "-e", ".[test]", "-e", "plugins/vllm[test]", "-e", "plugins/embeddings[test]")
     _system_packages(session, EGRESS_PACKAGES)
-    # The embeddings plugin's engine="vllm" option runs here too, on the same engine.
-    pytest(session, "plugins/vllm/tests", "plugins/embeddings/tests/test_vllm_engine.py")
+    # The embeddings plugin's engine="vllm" option runs here too, on the same engine; and
+    # the cords the host serves itself are checked against the FastAPI vLLM brings along.
+    pytest(
+        session,
+        "plugins/vllm/tests",
+        "plugins/embeddings/tests/test_vllm_engine.py",
+        "tests/runtime/test_direct.py",
+    )
 
 
 @nox.session

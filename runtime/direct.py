@@ -30,7 +30,8 @@ A cord is served this way only when nothing would be bypassed (see
 the first to match its path and method, a body that is one pydantic model,
 no ``Request`` parameter, and the default response class. ``tests/runtime/
 test_direct.py`` serves the same requests both ways and compares the answers
-byte for byte.
+byte for byte. With FastAPI before 0.130, which serialized response models
+another way, every cord is served by FastAPI.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import logging
 from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+import fastapi
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import (
@@ -49,7 +51,6 @@ from fastapi.exception_handlers import (
     websocket_request_validation_exception_handler,
 )
 from fastapi.exceptions import (
-    EndpointContext,
     RequestValidationError,
     ResponseValidationError,
     WebSocketRequestValidationError,
@@ -84,6 +85,11 @@ log = logging.getLogger("chutes.runtime")
 JSON_TYPES = frozenset(
     {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
 )
+
+#: The FastAPI whose answers this module gives: from 0.130, a response model is
+#: serialized by pydantic straight to JSON (``dump_json``). Older ones serve every cord.
+SINCE = (0, 130)
+FASTAPI = tuple(int(part) for part in fastapi.__version__.split(".")[:2])
 
 #: The exception handlers every hosted chute has (FastAPI's, then the host's; see lifecycle).
 _HANDLERS: dict[Any, Any] = {
@@ -150,8 +156,10 @@ class DirectCord:
             ) from None
         return Response(returns.dump_json(value, by_alias=True), media_type="application/json")
 
-    def context(self, scope: Message) -> EndpointContext:
+    def context(self, scope: Message) -> Any:
         """Where the endpoint is, as FastAPI names it in a response validation error."""
+        from fastapi.exceptions import EndpointContext
+
         context = EndpointContext()
         try:
             context["file"] = inspect.getsourcefile(self.endpoint) or ""
@@ -213,7 +221,7 @@ def plan(chute: Chute, cords: list[Cord], *, dev: bool) -> dict[tuple[str, str],
     Decided once routes are mounted, after the startup hooks: a chute that sets
     OpenTelemetry up later than that is traced only on the routes FastAPI serves.
     """
-    if not _app_is_plain(chute):
+    if FASTAPI < SINCE or not _app_is_plain(chute):
         return {}
     direct: dict[tuple[str, str], DirectCord] = {}
     for cord in cords:
@@ -255,7 +263,7 @@ def _app_is_plain(chute: Chute) -> bool:
         not chute.user_middleware
         and not chute.debug
         and not chute.root_path
-        and chute.max_body_size is None
+        and getattr(chute, "max_body_size", None) is None  # FastAPI's own limit, from 0.16x
         and handlers.keys() == _HANDLERS.keys()
         and all(handlers[kind] is handler for kind, handler in _HANDLERS.items())
         and not _telemetry(chute)
@@ -307,7 +315,10 @@ def _telemetry(chute: Chute) -> bool:
     """
     if chute.fastapi_options.get("telemetry") is not None:
         return True
-    from opentelemetry import metrics, trace
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError:  # FastAPI before its own telemetry; nothing set up to trace
+        return False
 
     providers = [trace.get_tracer_provider(), metrics.get_meter_provider()]
     try:
