@@ -92,13 +92,15 @@ def vllm_e2e(session: nox.Session) -> None:
     )
     install(session, "-e", ".[test]", "-e", "plugins/vllm[test]", "-e", "plugins/embeddings[test]")
     _system_packages(session, EGRESS_PACKAGES)
-    # The embeddings plugin's engine="vllm" option runs here too, on the same engine; and
-    # the cords the host serves itself are checked against the FastAPI vLLM brings along.
+    # The embeddings plugin's engine="vllm" option runs here too, on the same engine; and the
+    # host's direct cords are checked on the FastAPI vLLM brings along (they stand down for
+    # one older than the one they follow).
     pytest(
         session,
         "plugins/vllm/tests",
         "plugins/embeddings/tests/test_vllm_engine.py",
         "tests/runtime/test_direct.py",
+        "tests/runtime/test_direct_fastapi.py",
     )
 
 

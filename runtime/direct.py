@@ -16,22 +16,29 @@ any of that, the host does the same work itself in a few microseconds:
    ``jsonable_encoder`` and a ``JSONResponse`` without one; a ``Response`` is
    sent as it is.
 
-Anything else goes to FastAPI, so its answer is FastAPI's own: a body that is
-not JSON, not ``application/json``, empty or invalid (FastAPI then answers
-with its 422, the model validated a second time) is handed over before the
-cord runs. ``HTTPException`` and ``RequestValidationError`` raised by the
-cord are answered by the chute's handlers for them, and a result that fails
-its response model by the chute's 500 handler, which is then raised for the
-host to log, as FastAPI's ``ServerErrorMiddleware`` does.
+Invalid input gets FastAPI's 422: its errors are located as FastAPI locates
+them (``("body", ...)``; every key of a keyed body checked, a missing one
+reported as FastAPI reports it) and answered by the chute's handler for
+``RequestValidationError``, so a validator runs once per request. A body that
+is not JSON, or not ``application/json``, or empty, is handed to FastAPI. As
+FastAPI's route and error middleware do: ``HTTPException`` and
+``RequestValidationError`` raised by the cord are answered by the chute's
+handlers for them (unless the response started); any other error, a result
+that fails its response model included, gets the chute's 500 handler's answer
+if nothing was sent yet, and is then raised for the host to log.
 
 A cord is served this way only when nothing would be bypassed (see
 :func:`plan`): no middleware, exception handlers, dependencies, debug mode,
-``root_path``, FastAPI body limit or OpenTelemetry of the chute's, its route
-the first to match its path and method, a body that is one pydantic model,
-no ``Request`` parameter, and the default response class. ``tests/runtime/
+``root_path``, FastAPI body limit, OpenTelemetry, custom route class or
+request path (``build_middleware_stack``, ``__call__``) of the chute's; its
+route the first to match its path and method (no ``Host`` route before it);
+a body that is one pydantic model or plain keys; no ``Request`` or FastAPI
+parameter objects; the default response class. This is decided once, when
+routes are mounted (after the startup hooks): middleware, handlers or routes
+added later apply to what FastAPI serves. ``tests/runtime/
 test_direct.py`` serves the same requests both ways and compares the answers
-byte for byte. With FastAPI before 0.130, which serialized response models
-another way, every cord is served by FastAPI.
+byte for byte. With FastAPI before 0.151 (see :data:`SINCE`), FastAPI serves
+every cord.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from collections.abc import Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import fastapi
+from fastapi import FastAPI
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import (
@@ -57,12 +65,12 @@ from fastapi.exceptions import (
 )
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
-from pydantic import PydanticUserError, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match
+from starlette.routing import Host, Match
 
 from chutes_core.signature import cord_signature
 from chutes_runtime.routes import cord_of, cord_routes, server_error, validation_error
@@ -86,9 +94,11 @@ JSON_TYPES = frozenset(
     {b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8"}
 )
 
-#: The FastAPI whose answers this module gives: from 0.130, a response model is
-#: serialized by pydantic straight to JSON (``dump_json``). Older ones serve every cord.
-SINCE = (0, 130)
+#: The first FastAPI whose answers this module gives (the tests compare them on every
+#: release from it): 0.151, where a body key sent as ``null`` stopped counting as
+#: missing; response models are serialized by pydantic's ``dump_json`` since 0.130.
+#: With an older FastAPI, FastAPI serves every cord.
+SINCE = (0, 151)
 FASTAPI = tuple(int(part) for part in fastapi.__version__.split(".")[:2])
 
 #: The exception handlers every hosted chute has (FastAPI's, then the host's; see lifecycle).
@@ -115,29 +125,48 @@ class DirectCord:
         self.returns = None if route.response_model is None else TypeAdapter(route.response_model)
 
     async def __call__(self, scope: Message, body: bytes, receive: Receive, send: Send) -> bool:
-        """Serve the request; ``False`` (before the cord runs): FastAPI must answer it."""
+        """Serve the request; ``False`` (a body that is not JSON): FastAPI must answer it."""
         try:
-            arguments = self.arguments(json.loads(body))
-        except Exception:  # FastAPI answers it, with its own 422 or 400
+            data = json.loads(body)
+        except Exception:  # FastAPI answers: its 422 (JSON decode error) or 400
             return False
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        # As FastAPI's route and error middleware: the exception handlers answer what the
+        # cord or its input raised, unless the response started; any other error gets the
+        # 500 handler's answer (if nothing was sent yet) and goes on to be logged.
         try:
-            result = await self.endpoint(**arguments)
-        except HTTPException as exc:
-            response = await http_exception_handler(Request(scope, receive), exc)
-        except RequestValidationError as exc:
-            response = await validation_error(Request(scope, receive), exc)
-        else:
-            if isinstance(result, Response):
-                response = result
-            else:
+            try:
                 try:
-                    response = self.render(result, scope)
-                except Exception as exc:
-                    # As FastAPI's ServerErrorMiddleware: the 500 handler answers, and the
-                    # error goes on to be logged.
-                    await (await server_error(Request(scope, receive), exc))(scope, receive, send)
-                    raise
-        await response(scope, receive, send)
+                    arguments = self.arguments(data)
+                except _Invalid as exc:
+                    raise RequestValidationError(
+                        exc.errors, body=data, endpoint_ctx=self.context(scope)
+                    ) from None
+                result = await self.endpoint(**arguments)
+                response = result if isinstance(result, Response) else self.render(result, scope)
+                await response(scope, receive, sender)
+            except (HTTPException, RequestValidationError) as exc:
+                if started:
+                    raise RuntimeError(
+                        "Caught handled exception, but response already started."
+                    ) from exc
+                request = Request(scope, receive)
+                if isinstance(exc, HTTPException):
+                    answer = await http_exception_handler(request, exc)
+                else:
+                    answer = await validation_error(request, exc)
+                await answer(scope, receive, sender)
+        except Exception as exc:
+            if not started:
+                await (await server_error(Request(scope, receive), exc))(scope, receive, send)
+            raise
         return True
 
     def render(self, result: Any, scope: Message) -> Response:
@@ -172,8 +201,24 @@ class DirectCord:
         return context
 
 
-class _Missing(Exception):
-    """The body does not hold the arguments (not an object, a key missing): FastAPI answers."""
+class _Invalid(Exception):
+    """The input is invalid: ``errors`` as FastAPI words them (its 422 follows)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+
+
+def _located(exc: ValidationError, loc: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{**error, "loc": (*loc, *error["loc"])} for error in exc.errors(include_url=False)]
+
+
+def _missing(loc: tuple[str, ...]) -> dict[str, Any]:
+    """FastAPI's error for a missing body field."""
+    line = {"type": "missing", "loc": loc, "input": {}}
+    error = ValidationError.from_exception_data("Field required", [line]).errors(  # type: ignore[list-item]
+        include_url=False
+    )[0]
+    return {**error, "input": None}
 
 
 def _model_body(name: str, model: type[Any]) -> Callable[[Any], dict[str, Any]]:
@@ -181,32 +226,45 @@ def _model_body(name: str, model: type[Any]) -> Callable[[Any], dict[str, Any]]:
     validate = TypeAdapter(model).validate_python
 
     def arguments(body: Any) -> dict[str, Any]:
-        return {name: validate(body, from_attributes=True)}
+        try:
+            return {name: validate(body, from_attributes=True)}
+        except ValidationError as exc:
+            raise _Invalid(_located(exc, ("body",))) from None
 
     return arguments
 
 
 def _keyed_body(params: list[tuple[str, Any, Any]]) -> Callable[[Any], dict[str, Any]]:
     """The arguments from a JSON object with a key per parameter (FastAPI's embedded
-    body fields): ``params`` holds ``(name, annotation, default)``; a missing key takes
-    a copy of its default, unvalidated, as FastAPI does."""
+    body fields): ``params`` holds ``(name, annotation, default)``. As FastAPI: a
+    missing key takes a copy of its default, unvalidated; every key is validated and
+    every error reported; a body that is not an object misses every key."""
     fields = [
-        (name, TypeAdapter(annotation).validate_python, default)
+        (name, TypeAdapter(annotation).validate_python, default, ("body", name))
         for name, annotation, default in params
     ]
 
     def arguments(body: Any) -> dict[str, Any]:
+        if not fields:
+            return {}  # FastAPI does not look at the body
         if type(body) is not dict:
-            raise _Missing
+            raise _Invalid([_missing(loc) for _, _, _, loc in fields])
         values: dict[str, Any] = {}
-        for name, validate, default in fields:
+        errors: list[dict[str, Any]] = []
+        for name, validate, default, loc in fields:
             value = body.get(name, _MISSING)
-            if value is not _MISSING:
+            if value is _MISSING:
+                if default is inspect.Parameter.empty:
+                    errors.append(_missing(loc))
+                else:
+                    values[name] = copy.deepcopy(default)
+                continue
+            try:
                 values[name] = validate(value, from_attributes=True)
-            elif default is inspect.Parameter.empty:
-                raise _Missing
-            else:
-                values[name] = copy.deepcopy(default)
+            except ValidationError as exc:
+                errors.extend(_located(exc, loc))
+        if errors:
+            raise _Invalid(errors)
         return values
 
     return arguments
@@ -227,7 +285,7 @@ def plan(chute: Chute, cords: list[Cord], *, dev: bool) -> dict[tuple[str, str],
     for cord in cords:
         try:
             direct.update(_routes(chute, cord, dev))
-        except PydanticUserError as exc:  # a type pydantic will not adapt alone: FastAPI's
+        except Exception as exc:  # a type pydantic will not adapt alone, say: FastAPI's then
             log.info("cord %s is served through FastAPI: %s", cord.name, exc)
     return direct
 
@@ -251,7 +309,7 @@ def _routes(chute: Chute, cord: Cord, dev: bool) -> dict[tuple[str, str], Direct
     direct = {}
     for path, method in cord_routes(cord, dev=dev):
         route = _first_match(chute, path, method)
-        if method != "GET" and isinstance(route, APIRoute) and _route_is_plain(route, cord):
+        if method != "GET" and type(route) is APIRoute and _route_is_plain(route, cord):
             direct[(method, path)] = DirectCord(route, method, arguments)
     return direct
 
@@ -259,8 +317,14 @@ def _routes(chute: Chute, cord: Cord, dev: bool) -> dict[tuple[str, str], Direct
 def _app_is_plain(chute: Chute) -> bool:
     """Whether the chute's app adds nothing per request beyond FastAPI's defaults and the host's."""
     handlers = chute.exception_handlers
+    kind = type(chute)
     return (
-        not chute.user_middleware
+        # FastAPI's own request path, not one patched in (OpenTelemetry's instrument_app
+        # replaces build_middleware_stack on the app) or overridden by a subclass.
+        "build_middleware_stack" not in vars(chute)
+        and kind.build_middleware_stack is FastAPI.build_middleware_stack
+        and kind.__call__ is FastAPI.__call__
+        and not chute.user_middleware
         and not chute.debug
         and not chute.root_path
         and getattr(chute, "max_body_size", None) is None  # FastAPI's own limit, from 0.16x
@@ -292,9 +356,12 @@ def _route_is_plain(route: APIRoute, cord: Cord) -> bool:
 
 
 def _first_match(chute: Chute, path: str, method: str) -> Any:
-    """The route FastAPI's router would pick for ``method path``."""
+    """The route FastAPI's router would pick for any ``method path`` request, or ``None``
+    when that depends on more than the path and method (a ``Host`` route before it)."""
     scope = {"type": "http", "path": path, "method": method, "root_path": ""}
     for route in chute.router.routes:
+        if isinstance(route, Host):
+            return None
         match, _ = route.matches(scope)
         if match is Match.FULL:
             return route
@@ -302,7 +369,13 @@ def _first_match(chute: Chute, path: str, method: str) -> Any:
 
 
 #: OpenTelemetry's providers before any is set (FastAPI traces only once one is).
-_DEFERRED = frozenset({"ProxyTracerProvider", "_ProxyMeterProvider", "ProxyLoggerProvider"})
+_DEFERRED = frozenset(
+    {
+        ("opentelemetry.trace", "ProxyTracerProvider"),
+        ("opentelemetry.metrics._internal", "_ProxyMeterProvider"),
+        ("opentelemetry._logs._internal", "ProxyLoggerProvider"),
+    }
+)
 
 
 def _telemetry(chute: Chute) -> bool:
@@ -327,4 +400,7 @@ def _telemetry(chute: Chute) -> bool:
         pass
     else:
         providers.append(get_logger_provider())
-    return any(type(provider).__name__ not in _DEFERRED for provider in providers)
+    return any(
+        (type(provider).__module__, type(provider).__name__) not in _DEFERRED
+        for provider in providers
+    )

@@ -17,12 +17,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import fastapi
 import httpx
 import pytest
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, field_validator
+from starlette.background import BackgroundTask
 
 from chutes.chute import Chute
 from chutes_runtime import direct
@@ -30,6 +33,11 @@ from chutes_runtime.direct import DirectCord
 from chutes_runtime.host import Host
 
 from .test_dispatch_accounting import hosted
+
+#: Before it, FastAPI answers every request (test_direct_fastapi checks that).
+pytestmark = pytest.mark.skipif(
+    direct.FASTAPI < direct.SINCE, reason=f"FastAPI {fastapi.__version__} serves every cord"
+)
 
 
 class Item(BaseModel):
@@ -60,6 +68,24 @@ class Out(BaseModel):
     total: float
     when: datetime | None = None
     label: str = Field(default="x", serialization_alias="Label")
+
+
+class Noisy(BaseModel):
+    """A model whose validator leaves a log line: it must run once per request."""
+
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def logged(cls, value: str) -> str:
+        logging.getLogger("chutes.chute.direct").warning("validating %r", value)
+        if value == "bad":
+            raise ValueError("bad name")
+        return value
+
+
+def _late_conflict() -> None:
+    raise HTTPException(409, "too late")  # after the response started
 
 
 def make_chute(**options: Any) -> Chute:
@@ -142,6 +168,22 @@ def make_chute(**options: Any) -> Chute:
     async def responds(self, item: Item) -> JSONResponse:
         return JSONResponse({"n": item.name}, status_code=201, headers={"x-a": "b"})
 
+    @chute.cord()
+    async def missing_file(self, item: Item) -> FileResponse:
+        return FileResponse("/nonexistent/file.txt")  # fails before its response starts
+
+    @chute.cord()
+    async def odd_detail(self, item: Item) -> dict:
+        raise HTTPException(400, detail={"at": datetime(2026, 1, 1)})  # the handler fails
+
+    @chute.cord()
+    async def late(self, item: Item) -> JSONResponse:
+        return JSONResponse({"ok": True}, background=BackgroundTask(_late_conflict))
+
+    @chute.cord()
+    async def noisy(self, body: Noisy) -> dict:
+        return {"name": body.name}
+
     # Never served directly: each needs something only FastAPI does.
     @chute.cord()
     async def text(self, item: Item) -> str:
@@ -216,7 +258,12 @@ async def both_ways(
         for _ in range(2):
             caplog.clear()
             answers.append(await client.post(path, content=body, headers=headers))
-            logs.append([(r.name, r.levelname, r.getMessage()) for r in caplog.records])
+            logs.append(
+                [
+                    (r.name, r.levelname, r.getMessage(), r.exc_info and type(r.exc_info[1]))
+                    for r in caplog.records
+                ]
+            )
             host.direct_cords = {}  # the second time, FastAPI answers
     finally:
         host.direct_cords = direct
@@ -247,20 +294,24 @@ ITEM_CORDS = [
     "/wrong_out",
     "/unserializable",
     "/responds",
+    "/missing_file",
+    "/odd_detail",
+    "/late",
 ]
-#: (body, served directly): FastAPI answers every invalid one, with its own 422 or 400.
+#: (body, served directly): anything that parses as JSON is, its 422 included; FastAPI
+#: answers what does not parse (its 422 for a decode error, its 400 otherwise).
 ITEM_BODIES = [
     (VALID, True),
     (b'{"name": "ab"}', True),
     (b'{"name": "\\u00e9t\\u00e9", "count": 100000000000000000000000000000}', True),
-    (b'{"name": "ab", "zzz": 1}', False),  # extra="forbid"
-    (b'{"name": "ab", "count": "many"}', False),
-    (b'{"name": "a b"}', False),  # the model's own validator
-    (b'{"name": ""}', False),
-    (b"{}", False),
-    (b"[1, 2]", False),
-    (b'"ab"', False),
-    (b"null", False),
+    (b'{"name": "ab", "zzz": 1}', True),  # extra="forbid": 422
+    (b'{"name": "ab", "count": "many"}', True),
+    (b'{"name": "a b"}', True),  # the model's own validator
+    (b'{"name": ""}', True),
+    (b"{}", True),
+    (b"[1, 2]", True),
+    (b'"ab"', True),
+    (b"null", True),
     (b'{"name": ', False),  # malformed
     (b'{"name": "\xff"}', False),  # not UTF-8
     (b"[" * 100_000 + b"]" * 100_000, False),  # nested past the parser's depth
@@ -305,18 +356,19 @@ async def test_keyed_bodies_and_defaults(caplog: pytest.LogCaptureFixture) -> No
         ("/keyed", b'{"text": "a", "n": "3"}', True),  # lax, as FastAPI validates
         ("/keyed", b'{"text": "a", "unknown": 1}', True),  # other keys are ignored
         ("/keyed", b'{"text": "a", "opts": {"k": [1, 2]}, "when": "2026-01-01"}', True),
-        ("/keyed", b'{"n": 1}', False),  # missing
-        ("/keyed", b'{"text": ["x"]}', False),
-        ("/keyed", b'["text"]', False),
-        ("/keyed", b'{"text": null}', False),
+        ("/keyed", b'{"n": 1}', True),  # missing: 422
+        ("/keyed", b'{"n": "x", "when": "never"}', True),  # every error is reported
+        ("/keyed", b'{"text": ["x"]}', True),
+        ("/keyed", b'["text"]', True),  # not an object: every key is missing
+        ("/keyed", b'{"text": null}', True),
         ("/aliased", b'{"itemName": "x"}', True),
         ("/aliased", b'{"item_name": "x"}', True),  # populate_by_name
-        ("/aliased", b'{"name": "x"}', False),
+        ("/aliased", b'{"name": "x"}', True),
         ("/constrained", b'{"n": 3}', True),
-        ("/constrained", b'{"n": "x"}', False),
+        ("/constrained", b'{"n": "x"}', True),
         ("/no_input", b'{"anything": 1}', True),
-        ("/no_input", b"[1]", False),  # FastAPI ignores the body: 200 both ways
-        ("/no_input", b"{", False),
+        ("/no_input", b"[1]", True),  # FastAPI does not look at the body
+        ("/no_input", b"{", False),  # not JSON: FastAPI answers, and ignores it too
     ]
     async with hosted(make_chute()) as (host, client):
         for path, body, direct in cases:
@@ -349,6 +401,9 @@ async def test_errors_keep_fastapis_answers_and_log_lines(
     caplog.set_level(logging.INFO, logger="chutes")
     async with hosted(make_chute()) as (host, client):
         for path, status in [
+            ("/missing_file", 500),
+            ("/odd_detail", 500),
+            ("/late", 200),
             ("/teapot", 418),
             ("/no_content", 204),
             ("/refuses", 422),
@@ -364,6 +419,10 @@ async def test_errors_keep_fastapis_answers_and_log_lines(
         _, wrong = await both_ways(host, client, caplog, "/wrong_out", VALID)
         assert wrong.json()["detail"].startswith("ResponseValidationError: 2 validation errors")
         assert "POST /wrong_out" in wrong.json()["detail"]
+        for body, status in [(b'{"name": "ok"}', 200), (b'{"name": "bad"}', 422)]:
+            taken, answer = await both_ways(host, client, caplog, "/noisy", body)
+            assert taken and answer.status_code == status
+            assert caplog.text.count("validating") == 1  # the validator ran once
         caplog.clear()
         await client.post("/wrong_out", content=VALID, headers={"content-type": "application/json"})
         assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
@@ -390,6 +449,76 @@ def _with_handler() -> Chute:
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"value": str(exc)}, 400)
 
+    return chute
+
+
+class TaggedRoute(APIRoute):
+    """FastAPI's custom route class pattern: its handler must keep running."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def tagged(request: Request) -> Any:
+            response = await handler(request)
+            response.headers["x-tag"] = "1"
+            return response
+
+        return tagged
+
+
+def _with_route_class() -> Chute:
+    chute = make_chute()
+    chute.router.route_class = TaggedRoute
+    return chute
+
+
+def _with_patched_stack() -> Chute:
+    """As OpenTelemetry's FastAPI instrumentation does: the stack is wrapped on the app."""
+    chute = make_chute()
+    build = chute.build_middleware_stack
+
+    def build_middleware_stack() -> Any:
+        inner = build()
+
+        async def tag(scope: Any, receive: Any, send: Any) -> None:
+            async def tagged(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message["headers"], (b"x-tag", b"1")]
+                await send(message)
+
+            await inner(scope, receive, tagged if scope["type"] == "http" else send)
+
+        return tag
+
+    chute.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    return chute
+
+
+class StackOfItsOwn(Chute):
+    def build_middleware_stack(self) -> Any:
+        return _tagging(super().build_middleware_stack())
+
+
+class CallOfItsOwn(Chute):
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await _tagging(super().__call__)(scope, receive, send)
+
+
+def _tagging(app: Any) -> Any:
+    async def tag(scope: Any, receive: Any, send: Any) -> None:
+        async def tagged(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-tag", b"1")]
+            await send(message)
+
+        await app(scope, receive, tagged if scope["type"] == "http" else send)
+
+    return tag
+
+
+def _subclassed(kind: type[Chute]) -> Chute:
+    chute = make_chute()
+    chute.__class__ = kind
     return chute
 
 
@@ -450,6 +579,34 @@ async def test_a_chute_that_configures_fastapi_is_served_by_fastapi(build: Any) 
         assert answer.status_code == 200 and answer.json()["name"] == "ab"
 
 
+@pytest.mark.parametrize(
+    "build",
+    [
+        _with_middleware,
+        _with_route_class,
+        _with_patched_stack,
+        lambda: _subclassed(StackOfItsOwn),
+        lambda: _subclassed(CallOfItsOwn),
+    ],
+    ids=["middleware", "route-class", "patched-stack", "subclass-stack", "subclass-call"],
+)
+async def test_a_request_path_of_the_chutes_own_keeps_running(build: Any) -> None:
+    async with hosted(build()) as (host, client):
+        assert host.direct_cords == {}
+        answer = await client.post("/dict_out", json={"name": "ab"})
+        assert answer.json()["name"] == "ab" and answer.headers["x-tag"] == "1"
+
+
+async def test_a_host_route_leaves_routing_to_fastapi(caplog: pytest.LogCaptureFixture) -> None:
+    chute = make_chute()
+    chute.host("admin.chute.test", FastAPI())  # matched by the Host header
+    caplog.set_level(logging.INFO, logger="chutes")
+    async with hosted(chute) as (host, client):
+        assert host.direct_cords == {}
+        assert "served through FastAPI" not in caplog.text  # decided, not failed
+        assert (await client.post("/dict_out", json={"name": "ab"})).json()["name"] == "ab"
+
+
 async def test_a_route_of_the_chutes_own_keeps_its_path() -> None:
     async with hosted(_shadowed()) as (host, client):
         # Its own POST /echo comes first, so FastAPI routes there; its GET /other is
@@ -488,10 +645,3 @@ async def test_a_type_pydantic_will_not_adapt_leaves_the_cord_to_fastapi(
         assert "cord aliased is served through FastAPI: no schema for this one" in caplog.text
         answer = await client.post("/aliased", json={"itemName": "x"})
         assert answer.json() == {"item": "x"}
-
-
-async def test_an_older_fastapi_serves_every_cord(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(direct, "FASTAPI", (0, 129))
-    async with hosted(make_chute()) as (host, client):
-        assert host.direct_cords == {}
-        assert (await client.post("/dict_out", json={"name": "ab"})).json()["name"] == "ab"
