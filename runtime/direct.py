@@ -25,15 +25,22 @@ FastAPI's route and error middleware do: ``HTTPException`` and
 ``RequestValidationError`` raised by the cord are answered by the chute's
 handlers for them (unless the response started); any other error, a result
 that fails its response model included, gets the chute's 500 handler's answer
-if nothing was sent yet, and is then raised for the host to log.
+if nothing was sent yet, and is then raised for the host to log. Both of
+FastAPI's layers of exception handling (around the route, and in its
+exception middleware) are kept, with their handlers, ``RuntimeError`` for an
+exception handled after the response started, and the cleared traceback of a
+handled exception.
 
 A cord is served this way only when nothing would be bypassed (see
 :func:`plan`): no middleware, exception handlers, dependencies, debug mode,
 ``root_path``, FastAPI body limit, OpenTelemetry, custom route class or
-request path (``build_middleware_stack``, ``__call__``) of the chute's; its
-route the first to match its path and method (no ``Host`` route before it);
-a body that is one pydantic model or plain keys; no ``Request`` or FastAPI
-parameter objects; the default response class. This is decided once, when
+request path (``build_middleware_stack``, ``__call__``, a middleware stack
+set by hand) of the chute's; FastAPI and Starlette as they ship (APM agents
+such as sentry-sdk patch them in place); its route the first to match its
+path and method, behind routes that match on nothing else (no ``Host`` route
+or route class of the chute's own before it); a body that is one pydantic
+model or plain keys; no ``Request`` or FastAPI parameter objects; the
+default response class. This is decided once, when
 routes are mounted (after the startup hooks): middleware, handlers or routes
 added later apply to what FastAPI serves. ``tests/runtime/
 test_direct.py`` serves the same requests both ways and compares the answers
@@ -47,7 +54,7 @@ import copy
 import inspect
 import json
 import logging
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import fastapi
@@ -64,20 +71,19 @@ from fastapi.exceptions import (
     WebSocketRequestValidationError,
 )
 from fastapi.params import Depends
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter, APIWebSocketRoute
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
-from starlette.exceptions import HTTPException
+from starlette.exceptions import HTTPException, WebSocketException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Host, Match
+from starlette.routing import Match, Mount, Route, WebSocketRoute
 
 from chutes_core.signature import cord_signature
 from chutes_runtime.routes import cord_of, cord_routes, server_error, validation_error
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from chutes_core.chute import Chute
     from chutes_core.cord import Cord
 
@@ -113,12 +119,17 @@ _HANDLERS: dict[Any, Any] = {
 class DirectCord:
     """One cord route, served without FastAPI's per-request machinery (see the module)."""
 
-    __slots__ = ("arguments", "endpoint", "method", "path", "returns")
+    __slots__ = ("arguments", "endpoint", "handlers", "method", "path", "returns")
 
     def __init__(
-        self, route: APIRoute, method: str, arguments: Callable[[Any], dict[str, Any]]
+        self,
+        route: APIRoute,
+        method: str,
+        arguments: Callable[[Any], dict[str, Any]],
+        handlers: dict[Any, Any],
     ) -> None:
         self.endpoint = route.endpoint
+        self.handlers = handlers
         self.method = method
         self.path = route.path
         self.arguments = arguments
@@ -138,34 +149,27 @@ class DirectCord:
                 started = True
             await send(message)
 
-        # As FastAPI's route and error middleware: the exception handlers answer what the
-        # cord or its input raised, unless the response started; any other error gets the
-        # 500 handler's answer (if nothing was sent yet) and goes on to be logged.
-        try:
+        async def serve(send: Send) -> None:
             try:
-                try:
-                    arguments = self.arguments(data)
-                except _Invalid as exc:
-                    raise RequestValidationError(
-                        exc.errors, body=data, endpoint_ctx=self.context(scope)
-                    ) from None
-                result = await self.endpoint(**arguments)
-                response = result if isinstance(result, Response) else self.render(result, scope)
-                await response(scope, receive, sender)
-            except (HTTPException, RequestValidationError) as exc:
-                if started:
-                    raise RuntimeError(
-                        "Caught handled exception, but response already started."
-                    ) from exc
-                request = Request(scope, receive)
-                if isinstance(exc, HTTPException):
-                    answer = await http_exception_handler(request, exc)
-                else:
-                    answer = await validation_error(request, exc)
-                await answer(scope, receive, sender)
+                arguments = self.arguments(data)
+            except _Invalid as exc:
+                raise RequestValidationError(
+                    exc.errors, body=data, endpoint_ctx=self.context(scope)
+                ) from None
+            result = await self.endpoint(**arguments)
+            response = result if isinstance(result, Response) else self.render(result, scope)
+            await response(scope, receive, send)
+
+        async def route(send: Send) -> None:  # FastAPI handles errors around the route...
+            await _handling(serve, scope, receive, send, self.handlers)
+
+        # ... and again in its exception middleware; its error middleware answers the rest
+        # with the 500 handler (when nothing was sent yet) and raises it on, to be logged.
+        try:
+            await _handling(route, scope, receive, sender, self.handlers)
         except Exception as exc:
             if not started:
-                await (await server_error(Request(scope, receive), exc))(scope, receive, send)
+                await (await server_error(Request(scope), exc))(scope, receive, send)
             raise
         return True
 
@@ -199,6 +203,38 @@ class DirectCord:
         root = str(scope.get("root_path", "")).rstrip("/")
         context["path"] = f"{self.method} {root}{self.path}"
         return context
+
+
+async def _handling(
+    app: Callable[[Send], Awaitable[None]],
+    scope: Message,
+    receive: Receive,
+    send: Send,
+    handlers: dict[Any, Any],
+) -> None:
+    """``app`` with Starlette's exception handling, as around a route and in the exception
+    middleware: a handled exception is answered by its handler unless the response
+    started (then it becomes a ``RuntimeError``); any other is raised."""
+    started = False
+
+    async def sender(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(sender)
+    except Exception as exc:
+        handler = next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers), None)
+        if handler is None:
+            raise
+        if started:
+            raise RuntimeError("Caught handled exception, but response already started.") from exc
+        response = await handler(Request(scope, receive), exc)
+        if response is not None:
+            await response(scope, receive, sender)
+        exc.__traceback__ = None  # a reused exception must not keep every request's frames
 
 
 class _Invalid(Exception):
@@ -310,20 +346,39 @@ def _routes(chute: Chute, cord: Cord, dev: bool) -> dict[tuple[str, str], Direct
     for path, method in cord_routes(cord, dev=dev):
         route = _first_match(chute, path, method)
         if method != "GET" and type(route) is APIRoute and _route_is_plain(route, cord):
-            direct[(method, path)] = DirectCord(route, method, arguments)
+            direct[(method, path)] = DirectCord(
+                route, method, arguments, _exception_handlers(chute)
+            )
     return direct
+
+
+def _exception_handlers(chute: Chute) -> dict[Any, Any]:
+    """The handlers FastAPI's exception middleware holds: Starlette's default for
+    ``WebSocketException``, then the app's own (all but the 500 handler)."""
+    handlers: dict[Any, Any] = {WebSocketException: ExceptionMiddleware(chute).websocket_exception}
+    handlers.update(
+        (kind, handler)
+        for kind, handler in chute.exception_handlers.items()
+        if kind not in (500, Exception)
+    )
+    return handlers
 
 
 def _app_is_plain(chute: Chute) -> bool:
     """Whether the chute's app adds nothing per request beyond FastAPI's defaults and the host's."""
     handlers = chute.exception_handlers
     kind = type(chute)
+    router = chute.router
     return (
-        # FastAPI's own request path, not one patched in (OpenTelemetry's instrument_app
-        # replaces build_middleware_stack on the app) or overridden by a subclass.
+        # FastAPI's own request path: not patched on the app (OpenTelemetry's
+        # instrument_app replaces build_middleware_stack there), overridden by a subclass,
+        # set as a stack of the app's or router's own, or wrapped in the libraries.
         "build_middleware_stack" not in vars(chute)
         and kind.build_middleware_stack is FastAPI.build_middleware_stack
         and kind.__call__ is FastAPI.__call__
+        and chute.middleware_stack is None
+        and getattr(router, "middleware_stack", router.app) == router.app
+        and _stock_request_path()
         and not chute.user_middleware
         and not chute.debug
         and not chute.root_path
@@ -331,6 +386,41 @@ def _app_is_plain(chute: Chute) -> bool:
         and handlers.keys() == _HANDLERS.keys()
         and all(handlers[kind] is handler for kind, handler in _HANDLERS.items())
         and not _telemetry(chute)
+    )
+
+
+def _stock_request_path() -> bool:
+    """Whether what FastAPI and Starlette run for a request is as they ship it.
+
+    Instrumentation (sentry-sdk, APM agents) patches these classes and functions
+    in place; a patch is a function from another module or, through
+    ``functools.wraps``, one with ``__wrapped__``.
+    """
+    from fastapi import routing as fastapi_routing
+    from starlette.applications import Starlette
+    from starlette.middleware.errors import ServerErrorMiddleware
+    from starlette.routing import Router
+
+    functions = [
+        getattr(owner, name, None)
+        for owner, names in (
+            (FastAPI, ("__call__", "build_middleware_stack")),
+            (Starlette, ("__call__", "build_middleware_stack")),
+            (APIRouter, ("__call__", "app", "handle")),
+            (Router, ("__call__", "app")),
+            (APIRoute, ("handle", "matches", "get_route_handler")),
+            (Route, ("handle", "matches")),
+            (ExceptionMiddleware, ("__init__", "__call__")),
+            (ServerErrorMiddleware, ("__init__", "__call__")),
+            (fastapi_routing, ("request_response", "get_request_handler", "serialize_response")),
+        )
+        for name in names
+    ]
+    return all(
+        str(getattr(function, "__module__", "")).partition(".")[0] in ("fastapi", "starlette")
+        and not hasattr(function, "__wrapped__")
+        for function in functions
+        if function is not None
     )
 
 
@@ -355,12 +445,17 @@ def _route_is_plain(route: APIRoute, cord: Cord) -> bool:
     )
 
 
+#: Routes whose match depends on the path and method alone.
+_PLAIN_ROUTES = (APIRoute, APIWebSocketRoute, Route, WebSocketRoute, Mount)
+
+
 def _first_match(chute: Chute, path: str, method: str) -> Any:
     """The route FastAPI's router would pick for any ``method path`` request, or ``None``
-    when that depends on more than the path and method (a ``Host`` route before it)."""
+    when that may depend on more (a ``Host`` route before it, or a route class of the
+    chute's own)."""
     scope = {"type": "http", "path": path, "method": method, "root_path": ""}
     for route in chute.router.routes:
-        if isinstance(route, Host):
+        if type(route) not in _PLAIN_ROUTES:
             return None
         match, _ = route.matches(scope)
         if match is Match.FULL:

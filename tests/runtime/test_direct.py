@@ -11,6 +11,8 @@ by being served directly.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 from datetime import datetime
@@ -18,14 +20,19 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import fastapi
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import Body, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, field_validator
+from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.exceptions import WebSocketException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.routing import Match, Route
 
 from chutes.chute import Chute
 from chutes_runtime import direct
@@ -86,6 +93,25 @@ class Noisy(BaseModel):
 
 def _late_conflict() -> None:
     raise HTTPException(409, "too late")  # after the response started
+
+
+def _late_close() -> None:
+    raise WebSocketException(1000)  # a websocket's exception, in an HTTP background task
+
+
+class Raising(Response):
+    """A response that raises ``exc`` when it is sent."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(b"x")
+        self.exc = exc
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raise self.exc
+
+
+#: One exception instance raised by every request (as auth libraries keep them).
+GONE = HTTPException(404, "no such thing")
 
 
 def make_chute(**options: Any) -> Chute:
@@ -179,6 +205,18 @@ def make_chute(**options: Any) -> Chute:
     @chute.cord()
     async def late(self, item: Item) -> JSONResponse:
         return JSONResponse({"ok": True}, background=BackgroundTask(_late_conflict))
+
+    @chute.cord()
+    async def ws_error(self, item: Item) -> Response:
+        return Raising(WebSocketException(1008, "no"))
+
+    @chute.cord()
+    async def ws_error_background(self, item: Item) -> JSONResponse:
+        return JSONResponse({"ok": True}, background=BackgroundTask(_late_close))
+
+    @chute.cord()
+    async def gone(self, item: Item) -> dict:
+        raise GONE
 
     @chute.cord()
     async def noisy(self, body: Noisy) -> dict:
@@ -297,6 +335,9 @@ ITEM_CORDS = [
     "/missing_file",
     "/odd_detail",
     "/late",
+    "/ws_error",
+    "/ws_error_background",
+    "/gone",
 ]
 #: (body, served directly): anything that parses as JSON is, its 422 included; FastAPI
 #: answers what does not parse (its 422 for a decode error, its 400 otherwise).
@@ -404,6 +445,9 @@ async def test_errors_keep_fastapis_answers_and_log_lines(
             ("/missing_file", 500),
             ("/odd_detail", 500),
             ("/late", 200),
+            ("/ws_error", 500),
+            ("/ws_error_background", 200),
+            ("/gone", 404),
             ("/teapot", 418),
             ("/no_content", 204),
             ("/refuses", 422),
@@ -645,3 +689,174 @@ async def test_a_type_pydantic_will_not_adapt_leaves_the_cord_to_fastapi(
         assert "cord aliased is served through FastAPI: no schema for this one" in caplog.text
         answer = await client.post("/aliased", json={"itemName": "x"})
         assert answer.json() == {"item": "x"}
+
+
+async def test_a_shared_exception_keeps_no_traceback() -> None:
+    async with hosted(make_chute()) as (host, client):
+        assert ("POST", "/gone") in host.direct_cords
+        for _ in range(20):
+            answer = await client.post("/gone", json={"name": "ab"})
+            assert answer.status_code == 404
+        assert GONE.__traceback__ is None  # each request's frames would pile up on it
+
+
+async def test_a_send_that_fails_is_logged_as_fastapi_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The handler's answer cannot be sent: FastAPI's second layer of handling (its
+    exception middleware, around the route's) turns that into a RuntimeError."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/teapot",
+        "raw_path": b"/teapot",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"14")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    bodies = iter([{"type": "http.request", "body": b'{"name": "ab"}', "more_body": False}])
+    never = asyncio.Event()
+
+    async def receive() -> dict:
+        message = next(bodies, None)
+        if message is None:
+            await never.wait()
+        return message
+
+    async def send(message: Any) -> None:
+        raise HTTPException(409, "the connection is gone")
+
+    async with hosted(make_chute()) as (host, _):
+        logged = []
+        for direct_cords in (host.direct_cords, {}):
+            saved, host.direct_cords = host.direct_cords, direct_cords
+            bodies = iter([{"type": "http.request", "body": b'{"name": "ab"}', "more_body": False}])
+            caplog.clear()
+            await host(dict(scope, headers=list(scope["headers"])), receive, send)
+            host.direct_cords = saved
+            logged.append([type(r.exc_info[1]) for r in caplog.records if r.exc_info])
+        assert logged == [[RuntimeError], [RuntimeError]]
+
+
+def _tag_call(call: Any) -> Any:
+    async def tagged_call(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        await _tagging(lambda *args: call(self, *args))(scope, receive, send)
+
+    return tagged_call
+
+
+def _tag_handler(build: Any) -> Any:
+    def get_request_handler(*args: Any, **kwargs: Any) -> Any:
+        handler = build(*args, **kwargs)
+
+        async def tagged(request: Any) -> Any:
+            response = await handler(request)
+            response.headers["x-tag"] = "1"
+            return response
+
+        return tagged
+
+    return get_request_handler
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "patch"),
+    [
+        (FastAPI, "__call__", _tag_call),
+        (Starlette, "__call__", _tag_call),
+        (fastapi.routing, "get_request_handler", _tag_handler),
+    ],
+    ids=["FastAPI.__call__", "Starlette.__call__", "get_request_handler"],
+)
+async def test_instrumentation_patched_into_fastapi_keeps_running(
+    owner: Any, name: str, patch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As APM agents (sentry-sdk among them) patch FastAPI and Starlette in place."""
+    monkeypatch.setattr(owner, name, patch(getattr(owner, name)))
+    async with hosted(make_chute()) as (host, client):
+        assert host.direct_cords == {}
+        answer = await client.post("/dict_out", json={"name": "ab"})
+        assert answer.json()["name"] == "ab" and answer.headers["x-tag"] == "1"
+
+
+async def test_a_wrapped_handler_of_the_exception_middleware_keeps_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As sentry-sdk wraps every handler the middleware is given, to see 5xx errors."""
+    seen: list[int] = []
+    init = ExceptionMiddleware.__init__
+
+    @functools.wraps(init)
+    def watching(self: Any, app: Any, handlers: Any = None, debug: bool = False) -> None:
+        def wrap(handler: Any) -> Any:
+            async def watched(request: Any, exc: Any) -> Any:
+                seen.append(getattr(exc, "status_code", 0))
+                return await handler(request, exc)
+
+            return watched
+
+        init(self, app, {kind: wrap(h) for kind, h in (handlers or {}).items()}, debug)
+
+    monkeypatch.setattr(ExceptionMiddleware, "__init__", watching)
+    async with hosted(make_chute()) as (host, client):
+        assert host.direct_cords == {}
+        assert (await client.post("/teapot", json={"name": "ab"})).status_code == 418
+        assert seen == [418]
+
+
+def _with_stack_set_at_startup() -> Chute:
+    chute = make_chute()
+
+    @chute.on_startup()
+    async def wrap(self: Chute) -> None:
+        self.middleware_stack = _tagging(self.build_middleware_stack())
+
+    return chute
+
+
+def _with_router_stack() -> Chute:
+    chute = make_chute()
+    chute.router.middleware_stack = _tagging(chute.router.middleware_stack)
+    return chute
+
+
+class VersionRoute(Route):
+    """Matches only a request that asks for version 2 in a header."""
+
+    def matches(self, scope: Any) -> Any:
+        if (b"x-api-version", b"2") not in scope.get("headers", []):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _with_header_route() -> Chute:
+    chute = Chute(username="test", name="versions")
+
+    async def version_two(request: Any) -> JSONResponse:
+        return JSONResponse({"v2": True}, headers={"x-tag": "1"})
+
+    chute.router.routes.append(VersionRoute("/dict_out", version_two, methods=["POST"]))
+    for cord in make_chute().cords:
+        chute.add_cord(cord)
+    return chute
+
+
+@pytest.mark.parametrize(
+    ("build", "headers"),
+    [
+        (_with_stack_set_at_startup, {}),
+        (_with_router_stack, {}),
+        (_with_header_route, {"x-api-version": "2"}),
+    ],
+    ids=["app-stack", "router-stack", "header-route"],
+)
+async def test_a_stack_or_route_set_by_hand_keeps_running(build: Any, headers: dict) -> None:
+    async with hosted(build()) as (host, client):
+        assert ("POST", "/dict_out") not in host.direct_cords
+        answer = await client.post("/dict_out", json={"name": "ab"}, headers=headers)
+        assert answer.headers["x-tag"] == "1"
