@@ -40,12 +40,11 @@ such as sentry-sdk patch them in place); its route the first to match its
 path and method, behind routes that match on nothing else (no ``Host`` route
 or route class of the chute's own before it); a body that is one pydantic
 model or plain keys; no ``Request`` or FastAPI parameter objects; the
-default response class. This is decided once, when
-routes are mounted (after the startup hooks): middleware, handlers or routes
-added later apply to what FastAPI serves. ``tests/runtime/
-test_direct.py`` serves the same requests both ways and compares the answers
-byte for byte. With FastAPI before 0.151 (see :data:`SINCE`), FastAPI serves
-every cord.
+default response class. This is decided once, when routes are mounted
+(after the startup hooks): middleware, handlers or routes added later apply
+to what FastAPI serves. ``tests/runtime/test_direct.py`` serves the same
+requests both ways and compares the answers byte for byte. With FastAPI
+before 0.151 (see :data:`SINCE`), FastAPI serves every cord.
 """
 
 from __future__ import annotations
@@ -318,15 +317,18 @@ def plan(chute: Chute, cords: list[Cord], *, dev: bool) -> dict[tuple[str, str],
     if FASTAPI < SINCE or not _app_is_plain(chute):
         return {}
     direct: dict[tuple[str, str], DirectCord] = {}
+    handlers = _exception_handlers(chute)
     for cord in cords:
         try:
-            direct.update(_routes(chute, cord, dev))
+            direct.update(_routes(chute, cord, dev, handlers))
         except Exception as exc:  # a type pydantic will not adapt alone, say: FastAPI's then
             log.info("cord %s is served through FastAPI: %s", cord.name, exc)
     return direct
 
 
-def _routes(chute: Chute, cord: Cord, dev: bool) -> dict[tuple[str, str], DirectCord]:
+def _routes(
+    chute: Chute, cord: Cord, dev: bool, handlers: dict[Any, Any]
+) -> dict[tuple[str, str], DirectCord]:
     if cord.passthrough or cord.batch:
         return {}
     signature = cord_signature(cord)
@@ -346,9 +348,7 @@ def _routes(chute: Chute, cord: Cord, dev: bool) -> dict[tuple[str, str], Direct
     for path, method in cord_routes(cord, dev=dev):
         route = _first_match(chute, path, method)
         if method != "GET" and type(route) is APIRoute and _route_is_plain(route, cord):
-            direct[(method, path)] = DirectCord(
-                route, method, arguments, _exception_handlers(chute)
-            )
+            direct[(method, path)] = DirectCord(route, method, arguments, handlers)
     return direct
 
 
@@ -367,15 +367,15 @@ def _exception_handlers(chute: Chute) -> dict[Any, Any]:
 def _app_is_plain(chute: Chute) -> bool:
     """Whether the chute's app adds nothing per request beyond FastAPI's defaults and the host's."""
     handlers = chute.exception_handlers
-    kind = type(chute)
+    app_class = type(chute)
     router = chute.router
     return (
         # FastAPI's own request path: not patched on the app (OpenTelemetry's
         # instrument_app replaces build_middleware_stack there), overridden by a subclass,
         # set as a stack of the app's or router's own, or wrapped in the libraries.
         "build_middleware_stack" not in vars(chute)
-        and kind.build_middleware_stack is FastAPI.build_middleware_stack
-        and kind.__call__ is FastAPI.__call__
+        and app_class.build_middleware_stack is FastAPI.build_middleware_stack
+        and app_class.__call__ is FastAPI.__call__
         and chute.middleware_stack is None
         and getattr(router, "middleware_stack", router.app) == router.app
         and _stock_request_path()
