@@ -140,13 +140,7 @@ class DirectCord:
             data = json.loads(body)
         except Exception:  # FastAPI answers: its 422 (JSON decode error) or 400
             return False
-        started = False
-
-        async def sender(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+        sender = _Tracked(send)
 
         async def serve(send: Send) -> None:
             try:
@@ -167,7 +161,7 @@ class DirectCord:
         try:
             await _handling(route, scope, receive, sender, self.handlers)
         except Exception as exc:
-            if not started:
+            if not sender.started:
                 await (await server_error(Request(scope), exc))(scope, receive, send)
             raise
         return True
@@ -204,6 +198,21 @@ class DirectCord:
         return context
 
 
+class _Tracked:
+    """``send``, remembering whether the response started."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 async def _handling(
     app: Callable[[Send], Awaitable[None]],
     scope: Message,
@@ -214,21 +223,14 @@ async def _handling(
     """``app`` with Starlette's exception handling, as around a route and in the exception
     middleware: a handled exception is answered by its handler unless the response
     started (then it becomes a ``RuntimeError``); any other is raised."""
-    started = False
-
-    async def sender(message: Message) -> None:
-        nonlocal started
-        if message["type"] == "http.response.start":
-            started = True
-        await send(message)
-
+    sender = _Tracked(send)
     try:
         await app(sender)
     except Exception as exc:
         handler = next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers), None)
         if handler is None:
             raise
-        if started:
+        if sender.started:
             raise RuntimeError("Caught handled exception, but response already started.") from exc
         response = await handler(Request(scope, receive), exc)
         if response is not None:

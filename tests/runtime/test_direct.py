@@ -520,21 +520,7 @@ def _with_patched_stack() -> Chute:
     """As OpenTelemetry's FastAPI instrumentation does: the stack is wrapped on the app."""
     chute = make_chute()
     build = chute.build_middleware_stack
-
-    def build_middleware_stack() -> Any:
-        inner = build()
-
-        async def tag(scope: Any, receive: Any, send: Any) -> None:
-            async def tagged(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = [*message["headers"], (b"x-tag", b"1")]
-                await send(message)
-
-            await inner(scope, receive, tagged if scope["type"] == "http" else send)
-
-        return tag
-
-    chute.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    chute.build_middleware_stack = lambda: _tagging(build())  # type: ignore[method-assign]
     return chute
 
 
