@@ -133,7 +133,9 @@ async def _serve(
         if message["type"] == "http.response.start":
             status = message["status"]
             message["headers"] = [*message.get("headers", ()), header]
-        elif not message.get("more_body", False):
+        elif not message.get("more_body", False) and not watcher.left:
+            # The whole answer goes out (one for a client that left already, a thread
+            # cord's, goes nowhere: that request stays counted as the client leaving).
             watcher.responded = True
         await send(message)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +41,11 @@ def make_chute() -> Chute:
     async def hold(self, key: str) -> dict:
         await GATE.setdefault(key, asyncio.Event()).wait()
         return {"held": key}
+
+    @chute.cord()
+    def nap(self, seconds: float) -> dict:  # a sync cord: it runs in a thread
+        time.sleep(seconds)
+        return {"slept": seconds}
 
     @chute.cord()
     async def boom(self) -> dict:
@@ -306,6 +312,19 @@ async def test_a_client_that_leaves_is_counted_as_499_and_logged(caplog) -> None
     assert [r.getMessage() for r in left] == [
         "POST /hold: the client went away; its work was cancelled"
     ]
+
+
+async def test_a_client_that_leaves_a_cord_in_a_thread_is_counted_as_499() -> None:
+    """The thread cannot be stopped: it finishes, its answer reaches no one, and the
+    request is counted as the client leaving, as an async cord's is."""
+    async with hosted() as (host, client):
+        body = b'{"seconds": 0.3}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"16")]
+        messages = [{"type": "http.request", "body": body}, {"type": "http.disconnect"}]
+        await call(host, http_scope("POST", "/nap", headers), messages)
+        text = await metrics(client)
+        assert invocations(text, "nap", 499) == 1 and invocations(text, "nap", 200) == 0
+        assert host.in_flight == 0
 
 
 async def test_the_asgi_lifespan_starts_and_stops_the_host() -> None:
