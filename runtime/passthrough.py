@@ -29,6 +29,7 @@ from chutes_core.passthrough import UpstreamRequest
 from chutes_runtime import logs
 from chutes_runtime import upstream as upstream_client
 from chutes_runtime.upstream import (
+    FRAMING,
     Pool,
     UpstreamError,
     UpstreamTimeout,
@@ -63,10 +64,12 @@ HOP_BY_HOP = frozenset(
 )
 #: Not relayed from the engine's response: hop-by-hop, and what the server sets itself.
 RESPONSE_SKIP = HOP_BY_HOP | {"date", "server"}
-# The same, as they come off the wire (lower-cased), so that no header is decoded to be
-# dropped, nor the engine's decoded to be relayed. The body goes with the head (its
-# length is the host's), so the client's expectation of a 100 Continue stays here too.
-_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP) | {b"content-length", b"expect"}
+# The client's headers not forwarded, as they come off the wire (lower-cased), so that
+# no header is decoded to be dropped: those the engine client sets itself (the framing
+# and the connection's; the body goes with the head, its length the host's, so the
+# client's expectation of a 100 Continue stays here too), and the proxy credentials.
+_HOP_BY_HOP = FRAMING | {b"proxy-authenticate", b"proxy-authorization"}
+# The engine's, as they come off the wire, so that none is decoded to be relayed.
 _RESPONSE_SKIP = frozenset(name.encode() for name in RESPONSE_SKIP)
 #: Seconds to connect to the engine, and to wait for each read from it (504 past them).
 CONNECT_TIMEOUT = float(os.environ.get("CHUTES_PASSTHROUGH_CONNECT_TIMEOUT", "10"))
