@@ -146,7 +146,10 @@ async def _serve(
     forward = host.direct.get(key) if host.direct else None
     plain = (
         host.direct_cords.get(key)
-        if content_type is not None and content_type.lower() in JSON_TYPES
+        if forward is None
+        and host.direct_cords
+        and content_type is not None
+        and content_type.lower() in JSON_TYPES
         else None
     )
     try:
