@@ -40,6 +40,8 @@ class Engine:
         self.connections += 1
         with contextlib.suppress(Exception):
             await self.handler(reader, writer)
+        if reader.at_eof():  # the handler read to the client's close
+            self.closed.set()
         writer.close()
 
     @contextlib.asynccontextmanager
@@ -60,6 +62,14 @@ def request(pool: Pool, path: bytes = b"/v1/models", body: bytes | None = None) 
         method, path, pool.authority, [(b"x-a", b"1")], None if body is None else len(body)
     )
     return b"".join([*parts, body or b""])
+
+
+async def one_chunk_then_held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Start a chunked answer with one chunk, then hold the connection until the client leaves."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n")
+    await writer.drain()
+    await reader.read()
 
 
 async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -208,7 +218,6 @@ async def test_an_engine_silent_past_the_read_timeout_times_out_and_is_dropped()
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         await reader.read()  # until the client gives up
-        engine.closed.set()
 
     engine = Engine(silent)
     async with engine.running() as pool:
@@ -257,14 +266,7 @@ async def test_a_shorter_read_timeout_applies_on_a_connection_armed_for_a_longer
 
 
 async def test_closing_an_answer_mid_body_drops_the_connection() -> None:
-    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n")
-        await writer.drain()
-        await reader.read()  # until the client leaves
-        engine.closed.set()
-
-    engine = Engine(endless)
+    engine = Engine(one_chunk_then_held)
     async with engine.running() as pool:
         response = await pool.request(request(pool), 1, 5)
         assert await anext(response.chunks()) == b"x"
@@ -280,7 +282,6 @@ async def test_cancelling_while_waiting_for_the_head_drops_the_connection() -> N
         await reader.readuntil(b"\r\n\r\n")
         arrived.set()
         await reader.read()
-        engine.closed.set()
 
     engine = Engine(slow)
     async with engine.running() as pool:
@@ -365,7 +366,6 @@ async def test_an_answer_that_says_close_is_not_followed_by_another_request() ->
         writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}")
         await writer.drain()
         await reader.read()  # the engine leaves closing to the client
-        engine.closed.set()
 
     engine = Engine(says_close)
     async with engine.running() as pool:
@@ -436,17 +436,10 @@ async def test_an_engine_that_resets_every_connection_is_unreachable() -> None:
 async def test_a_relayed_answer_whose_start_cannot_be_sent_drops_the_engine_connection() -> None:
     from chutes_runtime.passthrough import Relayed
 
-    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n")
-        await writer.drain()
-        await reader.read()  # until the client leaves
-        engine.closed.set()
-
     async def send(message: dict) -> None:
         raise ConnectionResetError("the client left")
 
-    engine = Engine(endless)
+    engine = Engine(one_chunk_then_held)
     async with engine.running() as pool:
         response = await pool.request(request(pool), 1, 5)
         with pytest.raises(ConnectionResetError):
