@@ -26,6 +26,20 @@ APPS = Path(__file__).with_name("apps")
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 
 
+def uvicorn_protocols() -> list[object]:
+    """uvicorn's HTTP protocols, as ``pytest.param``: h11, and httptools where installed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    protocols: list[object] = [pytest.param(H11Protocol, id="h11")]
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        protocols.append(pytest.param(None, id="httptools", marks=pytest.mark.skip("no httptools")))
+    else:
+        protocols.append(pytest.param(HttpToolsProtocol, id="httptools"))
+    return protocols
+
+
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
     """Poll ``condition`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

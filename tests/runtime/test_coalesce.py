@@ -26,6 +26,8 @@ import pytest
 from chutes_runtime.coalesce import HOLD_AT_MOST, CoalescingTransport, coalescing
 from chutes_runtime.limits import header_deadline
 
+from .conftest import uvicorn_protocols
+
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n"
 BODY = b"body"
 
@@ -400,19 +402,6 @@ def serving(http: type, *, loop: str = "asyncio", ws: str = "none") -> Iterator[
     assert not thread.is_alive(), "uvicorn did not stop"
 
 
-def _bases() -> list[Any]:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    bases: list[Any] = [pytest.param(H11Protocol, id="h11")]
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        bases.append(pytest.param(None, id="httptools", marks=pytest.mark.skip("no httptools")))
-    else:
-        bases.append(pytest.param(HttpToolsProtocol, id="httptools"))
-    return bases
-
-
 def client(url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=10, trust_env=False)
 
@@ -455,7 +444,7 @@ def _served_as() -> list[Any]:
         no_uvloop = []
     params: list[Any] = [pytest.param(None, "asyncio", id="auto-bare-asyncio")]
     params.append(pytest.param(None, "uvloop", id="auto-bare-uvloop", marks=no_uvloop))
-    h11, httptools = _bases()
+    h11, httptools = uvicorn_protocols()
     params.append(pytest.param(h11.values[0], "asyncio", id="h11-deadline-asyncio"))
     params.append(
         pytest.param(
@@ -527,7 +516,7 @@ def flushes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
 DEADLINE = 0.5
 
 
-@pytest.mark.parametrize("base", _bases())
+@pytest.mark.parametrize("base", uvicorn_protocols())
 async def test_a_held_408_leaves_before_its_connection_closes(
     base: Any, flushes: list[tuple[Any, int]]
 ) -> None:

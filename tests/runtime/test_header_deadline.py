@@ -25,6 +25,8 @@ import pytest
 from chutes_runtime.limits import Limits, header_deadline
 from chutes_testing.running import free_port
 
+from .conftest import uvicorn_protocols
+
 DEADLINE = 1.0
 #: How late past the deadline the answer may come on a busy two-core machine.
 MARGIN = 2.0
@@ -199,20 +201,7 @@ def uvicorn_with(base: type) -> Iterator[str]:
         thread.join(15)
 
 
-def _protocols() -> list[object]:
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    bases: list[object] = [pytest.param(H11Protocol, id="h11")]
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        bases.append(pytest.param(None, id="httptools", marks=pytest.mark.skip("no httptools")))
-    else:
-        bases.append(pytest.param(HttpToolsProtocol, id="httptools"))
-    return bases
-
-
-@pytest.mark.parametrize("base", _protocols())
+@pytest.mark.parametrize("base", uvicorn_protocols())
 def test_each_uvicorn_protocol_gets_the_deadline(base) -> None:
     with uvicorn_with(base) as url:
         # A slow handler past the deadline is not cut: its head arrived in time.
