@@ -173,7 +173,9 @@ def unanswered_port() -> Iterator[int]:
         listener.close()
 
 
-def timed_chute(port: int, connect_timeout: float | None) -> Chute:
+def timed_chute(
+    port: int, connect_timeout: float | None, read_timeout: float | None = None
+) -> Chute:
     chute = Chute(username="test", name="timeouts")
 
     @chute.cord(
@@ -182,6 +184,7 @@ def timed_chute(port: int, connect_timeout: float | None) -> Chute:
         public_api_path="/v1/models",
         method="GET",
         passthrough_connect_timeout=connect_timeout,
+        passthrough_read_timeout=read_timeout,
     )
     async def models(self):
         """Forwarded."""
@@ -427,19 +430,7 @@ async def test_a_small_answer_broken_off_is_the_hosts_to_report(then: str, statu
         writer.close()
 
     async with engine_on_loopback(half) as port:
-        chute = Chute(username="test", name="half")
-
-        @chute.cord(
-            passthrough=True,
-            passthrough_port=port,
-            public_api_path="/v1/models",
-            method="GET",
-            passthrough_read_timeout=0.3,
-        )
-        async def models(self):
-            """Forwarded."""
-
-        async with ChuteClient(chute, plugins=manager()) as client:
+        async with ChuteClient(timed_chute(port, None, 0.3), plugins=manager()) as client:
             answer = await client.get("/v1/models")
         assert answer.status_code == status
         assert answer.json()["detail"].startswith(f"upstream for cord 'models' on port {port}")
